@@ -1,0 +1,126 @@
+"""The Euler-Maruyama flow that carries prior samples towards the data (Eq. 9, Eq. 31).
+
+    x_{k+1} = x_k - eta * grad_x f'(r_theta(x_k)) + nu * xi_k,   xi_k ~ N(0, I)       (Eq. 9)
+
+(The paper's typeset Eq. 9 drops the x_k term; Eq. 30-31 and the authors' code keep it.)
+Training runs K steps (Algorithm 1); sampling runs K + kappa steps and clamps to [-1, 1]
+(Algorithm 2). During the flow the estimator is a fixed function of x: its parameters are
+excluded from autograd, and it runs in eval mode with parametrizations cached, so spectral
+normalization's power iteration does not advance once per flow step.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from fdrl.divergences import Divergence
+from fdrl.errors import FdrlError
+from fdrl.noise import Noise
+
+Potential = Callable[[Tensor], Tensor]
+"""Maps a batch x to one scalar per sample; the flow descends its x-gradient."""
+
+
+@dataclass(frozen=True)
+class FlowParams:
+    """Number of Euler-Maruyama steps, step size eta and noise scale nu of Eq. 9."""
+
+    steps: int
+    eta: float
+    nu: float
+
+
+@dataclass(frozen=True)
+class ClassGuidance:
+    """Class-conditional composition with a classifier (Eq. 31, Appendix E).
+
+    `classifier` maps x to logits over N classes; `labels` holds the target class of each
+    sample; `phi` scales the classifier's gradient (0.1 in the paper).
+    """
+
+    classifier: Callable[[Tensor], Tensor]
+    labels: Tensor
+    phi: float = 0.1
+
+
+def ratio_potential(net: nn.Module, divergence: Divergence) -> Potential:
+    """f'(r_theta(x)), the potential of Eq. 9, from the network output."""
+    return lambda x: divergence.f_prime(net(x))
+
+
+def conditional_potential(net: nn.Module, guidance: ClassGuidance) -> Potential:
+    """2 (log r_theta(x) - phi log p(y = n | x)) for an LR-KL model (Eq. 31)."""
+
+    def potential(x: Tensor) -> Tensor:
+        log_p = F.log_softmax(guidance.classifier(x), dim=1)
+        log_p_y = log_p.gather(1, guidance.labels.view(-1, 1)).squeeze(1)
+        return 2 * (net(x) - guidance.phi * log_p_y)  # Eq. 31
+
+    return potential
+
+
+def trajectory(potential: Potential, x0: Tensor, params: FlowParams, noise: Noise) -> Iterator[Tensor]:
+    """Yields x_1, ..., x_K of Eq. 9, each detached from the graph."""
+    x = x0.detach()
+    n, shape = x.shape[0], tuple(x.shape[1:])
+    for _ in range(params.steps):
+        x.requires_grad_(True)
+        (grad,) = torch.autograd.grad(potential(x).sum(), x)
+        # Eq. 9
+        x = (x.detach() - params.eta * grad + params.nu * noise.randn(n, shape)).detach()
+        yield x
+
+
+@contextmanager
+def frozen(*modules: object) -> Iterator[None]:
+    """Modules as fixed functions of x: no parameter gradients, eval mode, cached weights."""
+    mods = [m for m in modules if isinstance(m, nn.Module)]
+    params = [p for m in mods for p in m.parameters() if p.requires_grad]
+    training = [m.training for m in mods]
+    for p in params:
+        p.requires_grad_(False)
+    for m in mods:
+        m.eval()
+    try:
+        with parametrize.cached():
+            yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+        for m, was_training in zip(mods, training):
+            m.train(was_training)
+
+
+def flow(
+    net: nn.Module,
+    x0: Tensor,
+    divergence: Divergence,
+    params: FlowParams,
+    noise: Noise,
+    guidance: ClassGuidance | None = None,
+) -> Tensor:
+    """Flows `x0` for `params.steps` steps of Eq. 9 (or Eq. 31 with `guidance`).
+
+    `net` must be the unwrapped module (never a DDP wrapper): the flow needs no gradient
+    synchronization. The result is detached; clamping is the caller's (Algorithm 2).
+    """
+    if guidance is None:
+        potential = ratio_potential(net, divergence)
+    elif divergence.name != "kl":
+        raise FdrlError(
+            f"class-conditional flow (Eq. 31) needs an LR-KL model, not {divergence.name!r}"
+        )
+    else:
+        potential = conditional_potential(net, guidance)
+    x = x0.detach()
+    with frozen(net, guidance.classifier if guidance else None):
+        for x in trajectory(potential, x0, params, noise):
+            pass
+    return x

@@ -1,0 +1,115 @@
+"""Priors q' that the flow starts from (Sec. 3.2, Eq. 8, and the ablation's uniform prior).
+
+- `GaussianPrior`: the data-dependent prior N(mu_D, Sigma_D + 1e-4 I) over flattened images in
+  [-1, 1] (Eq. 8), sampled through its Cholesky factor and clamped to [-1, 1]; saved as plain
+  tensors so that loading runs no code (`torch.load(..., weights_only=True)`).
+- `UniformPrior`: U[-1, 1] per pixel (FDRL-UP).
+- `StandardNormalPrior`: N(0, I), for the 2-D experiments.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from fdrl.errors import FdrlError
+from fdrl.io import atomic_path
+from fdrl.noise import Noise
+
+JITTER = 1e-4
+_KEYS = ("mean", "cholesky", "count", "shape")
+
+
+class Prior(Protocol):
+    """Draws n samples of shape `shape` from the noise it is given."""
+
+    shape: tuple[int, ...]
+
+    def sample(self, n: int, noise: Noise) -> Tensor: ...
+
+
+class StandardNormalPrior:
+    """N(0, I) over `shape`."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        self.shape = tuple(shape)
+
+    def sample(self, n: int, noise: Noise) -> Tensor:
+        return noise.randn(n, self.shape)
+
+
+class UniformPrior:
+    """U[-1, 1] over `shape` (the FDRL-UP ablation)."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        self.shape = tuple(shape)
+
+    def sample(self, n: int, noise: Noise) -> Tensor:
+        return 2 * noise.rand(n, self.shape) - 1
+
+
+class GaussianPrior:
+    """The data-dependent prior N(mu_D, Sigma_D + 1e-4 I), clamped to [-1, 1] (Eq. 8)."""
+
+    def __init__(self, mean: Tensor, cholesky: Tensor, shape: tuple[int, ...], count: int):
+        d = math.prod(shape)
+        if mean.shape != (d,) or cholesky.shape != (d, d):
+            raise FdrlError(
+                f"prior tensors do not match the image shape {tuple(shape)}: mean is "
+                f"{tuple(mean.shape)} and the Cholesky factor {tuple(cholesky.shape)}, expected "
+                f"({d},) and ({d}, {d}); refit the prior with `fdrl fit-prior`"
+            )
+        self.mean, self.cholesky = mean, cholesky
+        self.shape, self.count = tuple(int(s) for s in shape), int(count)
+
+    @classmethod
+    def from_moments(
+        cls, mean: Tensor, covariance: Tensor, shape: tuple[int, ...], count: int
+    ) -> "GaussianPrior":
+        """The prior of a dataset with these moments; the factorization runs in float64."""
+        cov = covariance.double()
+        cov = cov + JITTER * torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+        cholesky = torch.linalg.cholesky(cov)
+        return cls(mean.float(), cholesky.float(), shape, count)
+
+    def to(self, device: torch.device | str) -> "GaussianPrior":
+        return GaussianPrior(self.mean.to(device), self.cholesky.to(device), self.shape, self.count)
+
+    @property
+    def covariance(self) -> Tensor:
+        """Sigma_D + 1e-4 I, rebuilt from the Cholesky factor."""
+        return self.cholesky @ self.cholesky.T
+
+    def sample(self, n: int, noise: Noise) -> Tensor:
+        z = noise.randn(n, (self.mean.numel(),))
+        x = self.mean + z @ self.cholesky.T
+        return x.clamp(-1, 1).view(n, *self.shape)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes mean, Cholesky factor, count and image shape as plain tensors, atomically."""
+        state = {
+            "mean": self.mean.cpu(),
+            "cholesky": self.cholesky.cpu(),
+            "count": torch.tensor(self.count, dtype=torch.int64),
+            "shape": torch.tensor(self.shape, dtype=torch.int64),
+        }
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> "GaussianPrior":
+        """Reads a prior written by `save`; never unpickles code."""
+        if not os.path.isfile(path):
+            raise FdrlError(f"no prior at {path}: fit one with `fdrl fit-prior`")
+        state = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(state, dict) or set(state) != set(_KEYS):
+            raise FdrlError(
+                f"{path} is not a prior file (expected the tensors {', '.join(_KEYS)}); "
+                "refit it with `fdrl fit-prior`"
+            )
+        shape = tuple(int(s) for s in state["shape"].tolist())
+        return cls(state["mean"], state["cholesky"], shape, int(state["count"]))
