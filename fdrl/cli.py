@@ -4,21 +4,56 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from fdrl import __version__
 from fdrl.errors import FdrlError
+
+# Names only, so that `fdrl --help` and argument errors never wait for torch to import.
+TABLE_NAMES = ("table2", "table3", "toy")
+FIGURE_NAMES = ("fig2", "fig3", "fig10")
+TOY_NAMES = ("stale_near", "stale_far", "fdrl_far", "swissroll_lsif-pearson", "swissroll_lr-kl",
+             "swissroll_lr-js", "swissroll_lr-logd")
 
 
 def _table(args: argparse.Namespace) -> None:
     from fdrl.tables import TABLES, write_csv
 
-    write_csv(TABLES[args.name](), args.out)
+    write_csv(TABLES[args.name](args.inputs), args.out)
 
 
-def parser() -> argparse.ArgumentParser:
-    """The argument parser of every verb."""
-    from fdrl.tables import TABLES
+def _figure(args: argparse.Namespace) -> None:
+    from fdrl.figures import FIGURES
 
+    FIGURES[args.name](args.inputs, args.out)
+
+
+def _toy(args: argparse.Namespace) -> None:
+    from fdrl.toy import run_toy
+
+    metrics = run_toy(args.experiment, args.out, args.set)
+    print(f"{args.experiment}: {metrics['metric']} {metrics['value']:.4f} "
+          f"(prior {metrics['prior_value']:.4f}; expected {metrics['expected']}: "
+          f"{'met' if metrics['meets'] else 'NOT met'})")
+
+
+def _profiles(args: argparse.Namespace) -> None:
+    from fdrl.profiles import install
+
+    for link in install(args.to):
+        print(f"{link} -> {link.resolve()}")
+
+
+def _toy_epilog() -> str:
+    from fdrl.config import help_text
+    from fdrl.toy import GaussianToy, SwissRollToy
+
+    return (f"keys of stale_near, stale_far, fdrl_far (defaults: paper scale):\n"
+            f"{help_text(GaussianToy())}\nkeys of swissroll_*:\n{help_text(SwissRollToy())}")
+
+
+def parser(full_help: bool = False) -> argparse.ArgumentParser:
+    """The argument parser of every verb (`full_help` adds the toy keys, which import torch)."""
     top = argparse.ArgumentParser(
         prog="fdrl",
         description="Flow-Guided Density Ratio Learning: the paper's pipeline, verb by verb.",
@@ -26,19 +61,55 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"fdrl {__version__}")
     verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    table = verbs.add_parser(
-        "table", help="write one of the paper's tables as CSV",
-        description="Write one of the paper's tables as CSV, computed from the code.",
-    )
-    table.add_argument("name", choices=sorted(TABLES), help="which table")
+    table = verbs.add_parser("table", help="write one of the paper's tables as CSV",
+                             description="Write a table as CSV: table2 and table3 from the code, "
+                                         "toy from the metrics.json files of `fdrl toy`.")
+    table.add_argument("name", choices=TABLE_NAMES, help="which table")
     table.add_argument("--out", required=True, metavar="FILE.csv", help="where to write it")
+    table.add_argument("inputs", nargs="*", metavar="INPUT", help="files the table is built from")
     table.set_defaults(run=_table)
+
+    figure = verbs.add_parser("figure", help="draw one of the paper's figures",
+                              description="Draw a figure from the files its experiments wrote.")
+    figure.add_argument("name", choices=FIGURE_NAMES, help="which figure")
+    figure.add_argument("--out", required=True, metavar="FILE.png", help="where to write it")
+    figure.add_argument("inputs", nargs="+", metavar="INPUT", help="samples.npz files, in panel order")
+    figure.set_defaults(run=_figure)
+
+    toy = verbs.add_parser(
+        "toy", help="run one of the paper's 2-D experiments (Figs. 2, 3, 10)",
+        description="Run a 2-D experiment; write OUT/samples.npz and OUT/metrics.json.",
+        epilog=_toy_epilog() if full_help else "`fdrl toy --help` lists the keys of --set.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    toy.add_argument("experiment", choices=TOY_NAMES, help="which experiment")
+    toy.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    toy.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one hyperparameter (repeatable; lists comma-separated)")
+    toy.set_defaults(run=_toy)
+
+    profiles = verbs.add_parser(
+        "profiles", help="link the Snakemake profiles into ~/.config/snakemake",
+        description="Symlink cluster_profiles/local and cluster_profiles/slurm into Snakemake's "
+                    "per-user profile folder, so that `snakemake --profile slurm` finds them.")
+    profiles.add_argument("action", choices=["install"])
+    profiles.add_argument("--to", type=Path, default=None, metavar="DIR",
+                          help="profile folder (default: $XDG_CONFIG_HOME/snakemake or "
+                               "~/.config/snakemake)")
+    profiles.set_defaults(run=_profiles)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs one verb; bad input ends with one sentence on stderr and exit status 1."""
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    top = parser(full_help="toy" in argv[:1] and ("-h" in argv or "--help" in argv))
+    args, extra = top.parse_known_args(argv)
+    # argparse gives an optional nargs="*" positional its (empty) share before `--out`: input
+    # files that follow `--out` come back as extras, and belong to `inputs`.
+    if extra:
+        if not hasattr(args, "inputs") or any(e.startswith("-") for e in extra):
+            top.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.inputs += extra
     try:
         args.run(args)
     except FdrlError as err:

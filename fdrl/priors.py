@@ -4,7 +4,7 @@
   [-1, 1] (Eq. 8), sampled through its Cholesky factor and clamped to [-1, 1]; saved as plain
   tensors so that loading runs no code (`torch.load(..., weights_only=True)`).
 - `UniformPrior`: U[-1, 1] per pixel (FDRL-UP).
-- `StandardNormalPrior`: N(0, I), for the 2-D experiments.
+- `StandardNormalPrior`: N(0, std^2 I), for the 2-D experiments.
 """
 
 from __future__ import annotations
@@ -33,13 +33,13 @@ class Prior(Protocol):
 
 
 class StandardNormalPrior:
-    """N(0, I) over `shape`."""
+    """N(0, std^2 I) over `shape` (std = 1: the swiss roll's prior; the Gaussians of Sec. 3.1)."""
 
-    def __init__(self, shape: tuple[int, ...]):
-        self.shape = tuple(shape)
+    def __init__(self, shape: tuple[int, ...], std: float = 1.0):
+        self.shape, self.std = tuple(shape), std
 
     def sample(self, n: int, noise: Noise) -> Tensor:
-        return noise.randn(n, self.shape)
+        return self.std * noise.randn(n, self.shape)
 
 
 class UniformPrior:

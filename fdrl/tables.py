@@ -1,15 +1,19 @@
-"""The paper's tables as CSV, computed from the code (Table 2, Table 3)."""
+"""The paper's tables as CSV: Table 2 and Table 3 computed from the code, and toy.csv
+collecting the metrics of the 2-D experiments."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
+from pathlib import Path
 from typing import Callable
 
 import torch
 
 from fdrl.divergences import DIVERGENCES, max_abs_error
+from fdrl.errors import FdrlError
 from fdrl.io import write_text_atomic
 from fdrl.nets import RESNETS, build_resnet, count_parameters
 
@@ -17,8 +21,9 @@ from fdrl.nets import RESNETS, build_resnet, count_parameters
 CHECK_OUTPUTS = torch.linspace(-20.0, 20.0, 4001, dtype=torch.float64)
 
 
-def table2() -> list[dict]:
+def table2(inputs: list[str]) -> list[dict]:
     """Table 2: f and f' of each divergence, its Bregman loss, and the measured |f' - df/dr|."""
+    _no_inputs("table2", inputs)
     return [
         {
             "divergence": d.title,
@@ -31,8 +36,9 @@ def table2() -> list[dict]:
     ]
 
 
-def table3() -> list[dict]:
+def table3(inputs: list[str]) -> list[dict]:
     """Table 3: each network's layer list and the parameter count of the class as built."""
+    _no_inputs("table3", inputs)
     rows = []
     for name, spec in RESNETS.items():
         net = build_resnet(name)
@@ -45,7 +51,28 @@ def table3() -> list[dict]:
     return rows
 
 
-TABLES: dict[str, Callable[[], list[dict]]] = {"table2": table2, "table3": table3}
+def toy(inputs: list[str]) -> list[dict]:
+    """The 2-D experiments' metrics, one row per metrics.json, with the paper's expectation."""
+    if not inputs:
+        raise FdrlError("the toy table needs the metrics.json files written by `fdrl toy`")
+    rows = []
+    for path in inputs:
+        if not os.path.isfile(path):
+            raise FdrlError(f"no metrics file at {path}: run `fdrl toy` for it first")
+        m = json.loads(Path(path).read_text())
+        rows.append({k: m[k] for k in ("experiment", "figure", "pairing", "metric", "value",
+                                       "prior_value", "expected", "meets", "seconds")})
+    return rows
+
+
+def _no_inputs(name: str, inputs: list[str]) -> None:
+    if inputs:
+        raise FdrlError(f"{name} is computed from the code alone and takes no input files")
+
+
+TABLES: dict[str, Callable[[list[str]], list[dict]]] = {
+    "table2": table2, "table3": table3, "toy": toy,
+}
 
 
 def write_csv(rows: list[dict], path: str | os.PathLike) -> None:

@@ -1,0 +1,123 @@
+"""The Snakemake workflow: config validation, the planned DAG, lint, and the smoke DAG end to end.
+
+Every call runs the repository's Snakefile with `--directory tmp_path`, so outputs, locks and
+.snakemake/ land in the test's own folder, never in the repository's results/.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "workflow" / "config"
+
+# The rules of the paper-scale DAG known so far, with their job counts: Tables 2-3, the seven 2-D
+# experiments (three Gaussian, four swiss-roll pairings), Figs. 2, 3, 10, toy.csv, and `all`.
+PAPER_JOBS = {"table_from_code": 2, "toy": 7, "fig2": 1, "fig3": 1, "fig10": 1, "toy_table": 1,
+              "all": 1}
+TOYS = ["stale_near", "stale_far", "fdrl_far", "swissroll_lsif-pearson", "swissroll_lr-kl",
+        "swissroll_lr-js", "swissroll_lr-logd"]
+FIGURES = ["fig2_stale_estimator.png", "fig3_fdrl_progression.png", "fig10_swissroll.png"]
+
+
+def snakemake(workdir, *args, timeout=120):
+    """Runs snakemake on the repository's workflow in `workdir`; returns the finished process."""
+    env = dict(os.environ)
+    # The rules call the `fdrl` console script, installed beside this interpreter.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(workdir), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def job_counts(output):
+    """The `Job stats` table of a dry run as {rule: count}."""
+    table = output.split("Job stats:", 1)[1]
+    return {m["rule"]: int(m["count"]) for m in
+            re.finditer(r"^(?P<rule>\w+)\s+(?P<count>\d+)\s*$", table, re.MULTILINE)
+            if m["rule"] != "total"}
+
+
+def write_config(path, **changes):
+    config = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
+    config.update(changes)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"roots": "results/typo"}, "'roots' was unexpected"),
+    ({"scale": "huge"}, "'huge' is not one of"),
+    ({"toy": {"gaussians": {"fdrl_steps": {"nested": 1}}, "swissroll": {}}}, "fdrl_steps"),
+])
+def test_schema_rejects_a_bad_config_naming_the_key(tmp_path, changes, named):
+    bad = write_config(tmp_path / "bad.yaml", **changes)
+    proc = snakemake(tmp_path, "-n", "--configfile", str(bad))
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "Error validating config file" in out and named in out, out[-3000:]
+
+
+def test_dry_run_plans_the_paper_targets(tmp_path):
+    proc = snakemake(tmp_path, "-n")  # no --configfile: paper.yaml, the default
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    counts = job_counts(out)
+    assert {rule: counts.get(rule) for rule in PAPER_JOBS} == PAPER_JOBS
+    for target in ["results/table2.csv", "results/table3.csv", "results/toy.csv",
+                   *(f"results/figures/{f}" for f in FIGURES)]:
+        assert target in out
+
+
+def test_configfile_replaces_the_default_config(tmp_path):
+    # The demo file alone decides: paper.yaml is not merged in (Snakefile), so each experiment gets
+    # exactly its family's overrides from demo.yaml and every path lies under results/demo/.
+    proc = snakemake(tmp_path, "-n", "-p", "--configfile", str(CONFIGS / "demo.yaml"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert "paper.yaml" not in out
+    commands = {m[1]: m[2] for m in re.finditer(r"fdrl toy (\S+) --out (.*?) *>", out)}
+    assert set(commands) == set(TOYS)
+    demo = yaml.safe_load((CONFIGS / "demo.yaml").read_text())["toy"]
+    for toy, options in commands.items():
+        outdir, *sets = options.split(" --set ")
+        assert outdir == f"results/demo/toy/{toy}"
+        family = demo["gaussians" if toy in TOYS[:3] else "swissroll"]
+        expected = [f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+                    for k, v in family.items()]
+        assert sets == expected
+
+
+def test_root_can_be_overridden_on_the_command_line(tmp_path):
+    proc = snakemake(tmp_path, "-n", "--config", "root=elsewhere")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert "elsewhere/figures/fig10_swissroll.png" in out
+    assert "results/toy" not in out and "results/figures" not in out
+
+
+def test_lint_is_clean(tmp_path):
+    proc = snakemake(tmp_path, "--lint")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_smoke_2d_experiments_end_to_end(tmp_path):
+    proc = snakemake(tmp_path, "--profile", str(REPO / "cluster_profiles" / "local"),
+                     "--cores", "2", "--configfile", str(CONFIGS / "smoke.yaml"), timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    root = tmp_path / "results" / "smoke"
+    for figure in FIGURES:
+        assert (root / "figures" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for toy in TOYS:
+        x = np.load(root / "toy" / toy / "samples.npz")["x"]
+        assert x.dtype == np.float32 and x.ndim == 2 and x.shape[1] == 2 and len(x) >= 2000
+        assert np.isfinite(x).all()
+    table = (root / "toy.csv").read_text()
+    assert all(toy in table for toy in TOYS)
+    assert (root / "table2.csv").exists() and (root / "table3.csv").exists()
