@@ -29,6 +29,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/toy.smk"
+include: "workflow/rules/data.smk"
 
 
 rule all:

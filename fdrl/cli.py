@@ -11,7 +11,7 @@ from fdrl.errors import FdrlError
 
 # Names only, so that `fdrl --help` and argument errors never wait for torch to import.
 TABLE_NAMES = ("table2", "table3", "toy")
-FIGURE_NAMES = ("fig2", "fig3", "fig10")
+FIGURE_NAMES = ("fig2", "fig3", "fig10", "fig11")
 TOY_NAMES = ("stale_near", "stale_far", "fdrl_far", "swissroll_lsif-pearson", "swissroll_lr-kl",
              "swissroll_lr-js", "swissroll_lr-logd")
 
@@ -35,6 +35,23 @@ def _toy(args: argparse.Namespace) -> None:
     print(f"{args.experiment}: {metrics['metric']} {metrics['value']:.4f} "
           f"(prior {metrics['prior_value']:.4f}; expected {metrics['expected']}: "
           f"{'met' if metrics['meets'] else 'NOT met'})")
+
+
+def _shard(args: argparse.Namespace) -> None:
+    from fdrl.shards import shard
+
+    m = shard(args.dataset, args.data_root, args.out, args.shard_size, args.workers)
+    print(f"{m['dataset']}: {m['count']} images of shape {tuple(m['shape'])} in "
+          f"{len(m['shards'])} shards at {args.out}")
+
+
+def _fit_prior(args: argparse.Namespace) -> None:
+    from fdrl.prior_fit import fit_prior
+
+    prior = fit_prior(args.shards, args.out, args.block_rows, args.workers, args.device,
+                      args.moments_out)
+    if prior is not None:
+        print(f"prior of {prior.count} images of shape {prior.shape} written to {args.out}")
 
 
 def _profiles(args: argparse.Namespace) -> None:
@@ -86,6 +103,38 @@ def parser(full_help: bool = False) -> argparse.ArgumentParser:
     toy.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override one hyperparameter (repeatable; lists comma-separated)")
     toy.set_defaults(run=_toy)
+
+    shard = verbs.add_parser(
+        "shard", help="convert a dataset to WebDataset shards",
+        description="Write a dataset's preprocessed images as WebDataset tar shards (PNG + label) "
+                    "with a manifest.json; re-running writes identical bytes.")
+    shard.add_argument("--dataset", required=True, metavar="NAME",
+                       help="digits, cifar10, celeba, lsun_church, cat2dog_{trainA,trainB,testA,testB}")
+    shard.add_argument("--data-root", required=True, type=Path, metavar="DIR",
+                       help="where the dataset is staged (unused for digits)")
+    shard.add_argument("--out", required=True, type=Path, metavar="DIR", help="shard folder")
+    shard.add_argument("--shard-size", type=int, default=10_000, metavar="N",
+                       help="images per shard (default: %(default)s)")
+    shard.add_argument("--workers", type=int, default=1, metavar="W",
+                       help="processes writing shards in parallel (default: %(default)s)")
+    shard.set_defaults(run=_shard)
+
+    fit = verbs.add_parser(
+        "fit-prior", help="fit the data-dependent prior (Eq. 8); runs under torchrun too",
+        description="Fit N(mu_D, Sigma_D + 1e-4 I) to the images of the shards by a distributed "
+                    "float64 moment reduction; rank 0 writes prior.pt (plain tensors).")
+    fit.add_argument("--shards", required=True, nargs="+", metavar="SHARDS",
+                     help="a shard folder (or its manifest.json), or .tar files of one folder")
+    fit.add_argument("--out", required=True, type=Path, metavar="prior.pt", help="where to write it")
+    fit.add_argument("--block-rows", type=int, default=None, metavar="R",
+                     help="accumulate x x^T R rows at a time (default: all at once, in place)")
+    fit.add_argument("--workers", type=int, default=0, metavar="W",
+                     help="DataLoader workers per rank (default: %(default)s)")
+    fit.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                     help="default: cuda if available")
+    fit.add_argument("--moments-out", type=Path, default=None, metavar="FILE.pt",
+                     help="also write the float64 mean and covariance")
+    fit.set_defaults(run=_fit_prior)
 
     profiles = verbs.add_parser(
         "profiles", help="link the Snakemake profiles into ~/.config/snakemake",

@@ -122,4 +122,22 @@ def fig10(inputs: list[str], out: str) -> None:
     _save(fig, out)
 
 
-FIGURES: dict[str, Callable[[list[str], str], None]] = {"fig2": fig2, "fig3": fig3, "fig10": fig10}
+def fig11(inputs: list[str], out: str, n: int = 8, seed: int = 0) -> None:
+    """Fig. 11: samples of each dataset's data-dependent prior (one row per prior.pt)."""
+    from fdrl.noise import GeneratorNoise
+    from fdrl.priors import GaussianPrior
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(inputs), 1, figsize=(1.2 * n, 1.4 * len(inputs)), squeeze=False)
+    for ax, path in zip(axes[:, 0], inputs):
+        x = GaussianPrior.load(path).sample(n, GeneratorNoise(seed))  # (n, C, H, W) in [-1, 1]
+        row = ((x + 1) * 127.5).round().byte().permute(2, 0, 3, 1).flatten(1, 2).numpy()
+        ax.imshow(row[..., 0] if row.shape[-1] == 1 else row, cmap="gray", vmin=0, vmax=255)
+        ax.set_axis_off()
+        ax.set_title(f"{Path(path).parent.name}: prior samples", fontsize=9)
+    _save(fig, out)
+
+
+FIGURES: dict[str, Callable[[list[str], str], None]] = {
+    "fig2": fig2, "fig3": fig3, "fig10": fig10, "fig11": fig11,
+}

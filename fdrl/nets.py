@@ -91,6 +91,7 @@ class ResNetSpec:
     layers: tuple[Layer, ...]
     spectral_norm: bool = False
     self_attention: bool = False
+    in_table3: bool = True
 
 
 RESNETS: dict[str, ResNetSpec] = {
@@ -113,6 +114,11 @@ RESNETS: dict[str, ResNetSpec] = {
         ("conv", 64, 1), ("down", 64, 1), ("down", 128, 1), ("attn", 128, 1),
         ("down", 128, 1), ("down", 256, 1),
     ), spectral_norm=True, self_attention=True),
+    # Not in the paper: the 8x8 handwritten digits of the demo, in the style of the others.
+    "resnet8": ResNetSpec(8, (
+        ("conv", 64, 1), ("res", 64, 1), ("down", 128, 1), ("res", 128, 1), ("attn", 128, 1),
+        ("down", 256, 1),
+    ), in_table3=False),
 }
 
 

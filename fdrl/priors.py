@@ -70,10 +70,18 @@ class GaussianPrior:
     def from_moments(
         cls, mean: Tensor, covariance: Tensor, shape: tuple[int, ...], count: int
     ) -> "GaussianPrior":
-        """The prior of a dataset with these moments; the factorization runs in float64."""
-        cov = covariance.double()
-        cov = cov + JITTER * torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
-        cholesky = torch.linalg.cholesky(cov)
+        """The prior of a dataset with these moments; the factorization runs in float64.
+
+        The jitter is added to the diagonal in place and taken off again, so that a d x d
+        covariance needs no copy (19 GB saved for LSUN Church 128).
+        """
+        cov = covariance if covariance.dtype == torch.float64 else covariance.double()
+        diagonal = cov.diagonal()
+        diagonal.add_(JITTER)
+        try:
+            cholesky = torch.linalg.cholesky(cov)
+        finally:
+            diagonal.sub_(JITTER)
         return cls(mean.float(), cholesky.float(), shape, count)
 
     def to(self, device: torch.device | str) -> "GaussianPrior":

@@ -41,6 +41,8 @@ def table3(inputs: list[str]) -> list[dict]:
     _no_inputs("table3", inputs)
     rows = []
     for name, spec in RESNETS.items():
+        if not spec.in_table3:
+            continue
         net = build_resnet(name)
         rows.append({
             "network": name,

@@ -11,7 +11,7 @@ from fdrl.tables import table3
 @pytest.mark.parametrize("name", RESNETS)
 def test_resnet_maps_images_to_one_scalar_each(name):
     size = RESNETS[name].image_size
-    net = build_network(name)
+    net = build_network(name, self_attention=True)
     out = net(torch.randn(2, 3, size, size))
     assert out.shape == (2,) and torch.isfinite(out).all()
 
@@ -48,7 +48,7 @@ def test_self_attention_starts_as_identity():
 
 def test_table3_counts_are_the_classes_counts():
     rows = {row["network"]: row for row in table3([])}
-    assert set(rows) == set(RESNETS)
+    assert set(rows) == {"resnet32", "resnet64", "resnet128", "resnet64_shallow"}
     for name, row in rows.items():
         assert row["parameters"] == count_parameters(build_resnet(name))
         assert row["image_size"] == RESNETS[name].image_size

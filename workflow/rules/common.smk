@@ -18,6 +18,15 @@ PAIRINGS = ["lsif-pearson", "lr-kl", "lr-js", "lr-logd"]
 SWISSROLL_TOYS = [f"swissroll_{pairing}" for pairing in PAIRINGS]
 TOYS = GAUSSIAN_TOYS + SWISSROLL_TOYS
 
+# Datasets `fdrl shard` knows, with their image sizes (DESIGN.md section 3).
+DATASET_SHAPES = {
+    "digits": (1, 8, 8),
+    "cifar10": (3, 32, 32),
+    "celeba": (3, 64, 64),
+    "lsun_church": (3, 128, 128),
+    **{f"cat2dog_{split}": (3, 64, 64) for split in ("trainA", "trainB", "testA", "testB")},
+}
+
 # Tables that `fdrl table` computes from the code alone, with no input file.
 CODE_TABLES = ["table2", "table3"]
 
@@ -29,6 +38,7 @@ def one_of(names):
 
 wildcard_constraints:
     experiment=one_of(TOYS),
+    dataset=one_of(DATASET_SHAPES),
     table=one_of(CODE_TABLES),
 
 
@@ -69,6 +79,12 @@ def toy_overrides(wildcards):
     return set_options(config["toy"][family])
 
 
+def prior_memory_mb(*datasets):
+    """Memory for fitting (or loading) the priors: float64 d x d accumulators, factor, copies."""
+    d = max(c * h * w for c, h, w in (DATASET_SHAPES[name] for name in datasets))
+    return 1000 + 3 * 8 * d * d // 2**20
+
+
 def scaled(paper, demo, smoke):
     """A per-scale value (runtimes in minutes, memory), picked by config["scale"]."""
     return {"paper": paper, "demo": demo, "smoke": smoke}[config["scale"]]
@@ -82,4 +98,5 @@ def all_targets():
         f"{ROOT}/figures/fig2_stale_estimator.png",
         f"{ROOT}/figures/fig3_fdrl_progression.png",
         f"{ROOT}/figures/fig10_swissroll.png",
+        f"{ROOT}/figures/fig11_priors.png",
     ]

@@ -1,0 +1,176 @@
+"""Datasets, WebDataset shards, the readers, and the data-dependent prior (Eq. 8)."""
+
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from fdrl.data import ShardStore, TrainStream, load_manifest, one_pass
+from fdrl.datasets import dataset
+from fdrl.errors import FdrlError
+from fdrl.prior_fit import Moments, fit_prior
+from fdrl.shards import shard, verify
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits")
+    shard("digits", "unused", out, shard_size=400)
+    return out
+
+
+def digits_array():
+    src = dataset("digits").source("unused")
+    return np.stack([src[i][0] for i in range(len(src))])
+
+
+def numpy_moments():
+    x = digits_array().reshape(1797, -1).astype(np.float64) / 127.5 - 1
+    return x.mean(0), np.cov(x, rowvar=False, bias=True)
+
+
+def test_shards_hold_every_image_losslessly(digits):
+    m = load_manifest(digits)
+    assert (m.count, m.shape, [s["count"] for s in m.shards]) == (1797, (1, 8, 8), [400] * 4 + [197])
+    store = ShardStore(digits)
+    images = digits_array()
+    assert all(np.array_equal(store.get(i), images[i]) for i in (0, 399, 400, 1796))
+
+
+def test_resharding_gives_identical_bytes(digits, tmp_path):
+    shard("digits", "unused", tmp_path, shard_size=400, workers=2)
+    for name in sorted(os.listdir(digits)):
+        assert (tmp_path / name).read_bytes() == (digits / name).read_bytes(), name
+
+
+def test_one_pass_with_2_ranks_and_2_workers_sees_every_index_once(digits):
+    seen = [int(i) for rank in range(2) for idx, _ in one_pass(digits, rank, 2, workers=2, batch=64)
+            for i in idx]
+    assert sorted(seen) == list(range(1797))
+
+
+def test_train_stream_is_the_same_global_batch_for_any_world_size(digits):
+    store = ShardStore(digits)
+    one = TrainStream(store, global_batch=8, seed=3)
+    two = [TrainStream(store, global_batch=8, rank=r, world_size=2, seed=3) for r in range(2)]
+    for step in (0, 1, 250):  # 250 * 8 > 1797: the second epoch, reshuffled
+        assert torch.equal(one.batch(step), torch.cat([s.batch(step) for s in two]))
+    # One epoch visits every image once; the next visits them in another order.
+    first = torch.cat([one.indices(t) for t in range(1797 // 8)])
+    assert len(set(first.tolist())) == len(first)
+    assert not torch.equal(one.indices(0), one.indices(225))
+
+
+def test_train_stream_augments_and_scales(digits):
+    store = ShardStore(digits)
+    plain = TrainStream(store, 16, seed=1, flip=False, dequantization=0.0).batch(0)
+    images = torch.from_numpy(digits_array()).float() / 127.5 - 1
+    idx = TrainStream(store, 16, seed=1).indices(0)
+    assert torch.equal(plain, images[idx])
+    noisy = TrainStream(store, 16, seed=1, flip=False).batch(0)
+    assert abs((noisy - plain).std().item() - 0.03) < 0.003
+    flipped = TrainStream(store, 16, seed=1, dequantization=0.0).batch(0)
+    n_flipped = sum(not torch.equal(a, b) and torch.equal(a, b.flip(-1)) for a, b in zip(flipped, plain))
+    assert 2 <= n_flipped <= 14
+
+
+def test_global_batch_must_divide_among_ranks(digits):
+    with pytest.raises(FdrlError, match="does not divide among 3"):
+        TrainStream(ShardStore(digits), 8, rank=0, world_size=3)
+
+
+def test_blocked_accumulation_equals_unblocked(digits):
+    batches = [images for _, images in one_pass(digits, batch=300)]
+    plain, blocked = Moments(64, torch.device("cpu")), Moments(64, torch.device("cpu"), block_rows=5)
+    for b in batches:
+        plain.add(b)
+        blocked.add(b)
+    torch.testing.assert_close(blocked.outer, plain.outer, rtol=1e-14, atol=0)
+
+
+def test_fit_prior_in_one_process_matches_numpy(digits, tmp_path):
+    prior = fit_prior([str(digits)], tmp_path / "prior.pt", moments_out=tmp_path / "m.pt", device="cpu")
+    m = torch.load(tmp_path / "m.pt", weights_only=True)
+    mean, cov = numpy_moments()
+    np.testing.assert_allclose(m["mean"].numpy(), mean, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(m["covariance"].numpy(), cov, rtol=1e-10, atol=1e-12)
+    assert prior.count == 1797 and prior.shape == (1, 8, 8)
+
+
+def test_fit_prior_with_two_gloo_processes_matches_numpy(digits, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "fdrl", "fit-prior", "--shards", str(digits), "--out", str(tmp_path / "prior.pt"),
+         "--moments-out", str(tmp_path / "m.pt"), "--device", "cpu", "--block-rows", "16"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = torch.load(tmp_path / "m.pt", weights_only=True)
+    mean, cov = numpy_moments()
+    np.testing.assert_allclose(m["mean"].numpy(), mean, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(m["covariance"].numpy(), cov, rtol=1e-10, atol=1e-12)
+
+
+def truncate(folder, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in os.listdir(folder):
+        data = (folder / name).read_bytes()
+        (broken / name).write_bytes(data[: len(data) // 3] if name == "train-000002.tar" else data)
+    return broken
+
+
+def test_a_truncated_shard_is_an_error_naming_it(digits, tmp_path):
+    broken = truncate(digits, tmp_path)
+    with pytest.raises(FdrlError, match="train-000002.tar"):
+        verify(broken)
+    with pytest.raises(FdrlError, match="train-000002.tar"):
+        ShardStore(broken)
+    with pytest.raises(FdrlError, match="train-000002.tar"):
+        fit_prior([str(broken)], tmp_path / "prior.pt", device="cpu")
+    assert not (tmp_path / "prior.pt").exists()
+
+
+def test_a_missing_dataset_fails_before_any_work(tmp_path):
+    with pytest.raises(FdrlError, match=r"expected .*cifar-10-batches-py.*download=True"):
+        shard("cifar10", tmp_path / "data", tmp_path / "out", 100)
+    with pytest.raises(FdrlError, match="unknown dataset 'mnist'"):
+        shard("mnist", tmp_path, tmp_path / "out", 100)
+    assert not (tmp_path / "out").exists()
+
+
+def jpeg(rng, w, h):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_cat2dog_layout_is_resized_and_cropped(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "data" / "cat2dog" / "trainA"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        (folder / f"{i}.jpg").write_bytes(jpeg(rng, 120 + 10 * i, 100))
+    m = shard("cat2dog_trainA", tmp_path / "data", tmp_path / "out", 2)
+    assert m["shape"] == [3, 64, 64] and m["count"] == 3
+    assert ShardStore(tmp_path / "out").get(2).shape == (3, 64, 64)
+
+
+def test_lsun_lmdb_is_resized_and_cropped(tmp_path):
+    import lmdb
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "data").mkdir()
+    env = lmdb.open(str(tmp_path / "data" / "church_outdoor_train_lmdb"), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for i in range(3):
+            txn.put(f"key{i}".encode(), jpeg(rng, 200, 150))
+    env.close()
+    m = shard("lsun_church", tmp_path / "data", tmp_path / "out", 10)
+    assert m["shape"] == [3, 128, 128] and m["count"] == 3

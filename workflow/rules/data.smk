@@ -1,0 +1,59 @@
+# The data layer: a dataset -> WebDataset shards -> the data-dependent prior (Eq. 8) -> Fig. 11.
+# A paper-scale dataset that is not staged fails in its `shard` job (naming the folder it expected
+# and how to stage it), only when a requested target needs it; planning never reads the data.
+
+
+rule shard:
+    output:
+        directory(f"{ROOT}/data/{{dataset}}/shards"),
+    log:
+        f"{ROOT}/logs/data/shard_{{dataset}}.log",
+    params:
+        data_root=config["data_root"],
+        shard_size=config["shard_size"],
+    conda:
+        "../envs/fdrl.yaml"
+    threads: scaled(paper=8, demo=1, smoke=1)
+    resources:
+        mem_mb=lambda wildcards, threads: 2000 * threads,
+        runtime=scaled(paper=240, demo=10, smoke=10),
+    shell:
+        "fdrl shard --dataset {wildcards.dataset} --data-root {params.data_root} --out {output}"
+        " --shard-size {params.shard_size} --workers {threads} > {log} 2>&1"
+
+
+rule fit_prior:
+    input:
+        f"{ROOT}/data/{{dataset}}/shards",
+    output:
+        f"{ROOT}/data/{{dataset}}/prior.pt",
+    log:
+        f"{ROOT}/logs/data/fit_prior_{{dataset}}.log",
+    conda:
+        "../envs/fdrl.yaml"
+    threads: scaled(paper=8, demo=1, smoke=1)
+    resources:
+        # The float64 d x d accumulator, its Cholesky factor and the float32 copy written out.
+        mem_mb=lambda wildcards: prior_memory_mb(wildcards.dataset),
+        runtime=scaled(paper=120, demo=10, smoke=10),
+        gpu=scaled(paper=1, demo=0, smoke=0),
+    shell:
+        "OMP_NUM_THREADS={threads} fdrl fit-prior --shards {input} --out {output}"
+        " --workers {threads} > {log} 2>&1"
+
+
+rule fig11:
+    input:
+        expand(f"{ROOT}/data/{{dataset}}/prior.pt", dataset=config["prior_datasets"]),
+    output:
+        f"{ROOT}/figures/fig11_priors.png",
+    log:
+        f"{ROOT}/logs/figures/fig11.log",
+    conda:
+        "../envs/fdrl.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, input: max(1000, prior_memory_mb(*config["prior_datasets"]) // 2),
+        runtime=10,
+    shell:
+        "fdrl figure fig11 --out {output} {input} > {log} 2>&1"
