@@ -54,6 +54,26 @@ def _fit_prior(args: argparse.Namespace) -> None:
         print(f"prior of {prior.count} images of shape {prior.shape} written to {args.out}")
 
 
+def _train(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from fdrl.train import load_config, train
+
+    cfg = load_config(args.config, args.set)
+    changes = {"steps": args.max_steps, "checkpoint_every": args.checkpoint_every}
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+    train(cfg, args.out, args.resume, args.device)
+
+
+def _launch(args: argparse.Namespace) -> int:
+    from fdrl.launch import Resources, launch
+
+    res = Resources(args.nodes, args.gpus_per_node, args.nproc, args.cpus_per_task, args.mem_gb,
+                    args.time, args.partition, args.account, args.max_requeues)
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    return launch(argv, res, args.launcher, args.folder, args.cluster, not args.no_wait)
+
+
 def _profiles(args: argparse.Namespace) -> None:
     from fdrl.profiles import install
 
@@ -136,6 +156,59 @@ def parser(full_help: bool = False) -> argparse.ArgumentParser:
                      help="also write the float64 mean and covariance")
     fit.set_defaults(run=_fit_prior)
 
+    train = verbs.add_parser(
+        "train", help="train one FDRL run (Algorithm 1); runs under torchrun too",
+        description="Train the run RUN.yaml describes into RUN_DIR: config.yaml, metrics.jsonl, "
+                    "samples/, checkpoints/step-NNNNNN.pt, final.pt (EMA weights). One process, "
+                    "or `torchrun --nproc_per_node N -m fdrl train ...`: the weights do not "
+                    "depend on the number of processes. Keys of RUN.yaml: see fdrl.train.TrainConfig.")
+    train.add_argument("--config", type=Path, default=None, metavar="RUN.yaml",
+                       help="the run's settings (optional with --set)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="set or override one key of RUN.yaml (repeatable; VALUE read as YAML)")
+    train.add_argument("--out", required=True, type=Path, metavar="RUN_DIR", help="run folder")
+    train.add_argument("--max-steps", type=int, default=None, metavar="N",
+                       help="train N steps in all instead of the config's steps (the lr schedule "
+                            "stays the config's)")
+    train.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                       help="checkpoint every N steps (default: the config's)")
+    train.add_argument("--resume", choices=["auto", "never"], default="auto",
+                       help="auto: continue from the newest checkpoint in RUN_DIR, if any; never: "
+                            "start fresh, refusing a RUN_DIR that holds checkpoints "
+                            "(default: %(default)s)")
+    train.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                       help="default: cuda if available")
+    train.set_defaults(run=_train)
+
+    launch = verbs.add_parser(
+        "launch", help="run a verb on several processes: torchrun here, or a SLURM job",
+        description="Run `fdrl VERB ARGS` on several processes: with torchrun on this machine, or "
+                    "as one submitit job (one task per GPU on every node) that requeues on "
+                    "preemption or time-out and resumes from the newest checkpoint.",
+        usage="fdrl launch [options] -- VERB ARGS...")
+    launch.add_argument("--launcher", choices=["torchrun", "submitit"], default="torchrun",
+                        help="default: %(default)s")
+    launch.add_argument("--nodes", type=int, default=1, help="default: %(default)s")
+    launch.add_argument("--gpus-per-node", type=int, default=0, metavar="G",
+                        help="one process per GPU (default: %(default)s, CPU)")
+    launch.add_argument("--nproc", type=int, default=1, metavar="N",
+                        help="processes per node without GPUs (default: %(default)s)")
+    launch.add_argument("--cpus-per-task", type=int, default=4, help="default: %(default)s")
+    launch.add_argument("--mem-gb", type=float, default=32, help="per node (default: %(default)s)")
+    launch.add_argument("--time", type=int, default=60, metavar="MIN",
+                        help="SLURM time limit in minutes (default: %(default)s)")
+    launch.add_argument("--partition", default=None, help="SLURM partition")
+    launch.add_argument("--account", default=None, help="SLURM account")
+    launch.add_argument("--max-requeues", type=int, default=10, help="default: %(default)s")
+    launch.add_argument("--cluster", choices=["slurm", "local"], default=None,
+                        help="submitit's cluster (default: SLURM if sbatch is on PATH, else local)")
+    launch.add_argument("--folder", type=Path, default=None, metavar="DIR",
+                        help="submitit's logs and job files (default: ./submitit)")
+    launch.add_argument("--no-wait", action="store_true", help="submit and return at once")
+    launch.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- VERB ARGS",
+                        help="the fdrl verb to run and its arguments")
+    launch.set_defaults(run=_launch)
+
     profiles = verbs.add_parser(
         "profiles", help="link the Snakemake profiles into ~/.config/snakemake",
         description="Symlink cluster_profiles/local and cluster_profiles/slurm into Snakemake's "
@@ -160,8 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             top.error(f"unrecognized arguments: {' '.join(extra)}")
         args.inputs += extra
     try:
-        args.run(args)
+        return args.run(args) or 0
     except FdrlError as err:
         print(f"fdrl {args.verb}: error: {err}", file=sys.stderr)
         return 1
-    return 0

@@ -1,9 +1,10 @@
 """Typed hyperparameters: dataclasses whose defaults are the paper's values (DESIGN.md sec. 3),
-overridden by `KEY=VALUE` strings from the command line or the workflow config."""
+set from YAML files or `KEY=VALUE` strings (the command line, the workflow config)."""
 
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from typing import TypeVar
 
@@ -12,51 +13,78 @@ from fdrl.errors import FdrlError
 T = TypeVar("T")
 
 
-def _parse(text: str, kind: object, key: str) -> object:
+def coerce(value: object, kind: object) -> object:
+    """`value` (as YAML reads it) as the field type `kind`; ValueError if it is not one.
+
+    Numeric strings are numbers (PyYAML reads `1e-4` as a string), and a comma-joined string is
+    a tuple (`lr_milestones=800,900` on the command line).
+    """
+    args = typing.get_args(kind)
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        if value is None:
+            return None
+        (kind,) = [a for a in args if a is not type(None)]
+        return coerce(value, kind)
     if typing.get_origin(kind) is tuple:
-        (item, _) = typing.get_args(kind)
-        return tuple(_parse(t, item, key) for t in text.split(",") if t.strip())
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or (args[-1] is not Ellipsis and len(value) != len(args)):
+            raise ValueError
+        return tuple(coerce(v, args[0]) for v in value)
     if kind is bool:
-        if text.lower() not in ("true", "false"):
-            raise ValueError(text)
-        return text.lower() == "true"
-    return kind(text)  # int, float, str
+        if not isinstance(value, bool):
+            raise ValueError
+        return value
+    if isinstance(value, bool) or value is None:
+        raise ValueError
+    if kind is str:
+        if not isinstance(value, str):
+            raise ValueError
+        return value
+    number = float(value)
+    if kind is int:
+        if not number.is_integer():
+            raise ValueError
+        return int(number)
+    return number
+
+
+def expected(kind: object) -> str:
+    """A field type as a user reads it."""
+    if typing.get_origin(kind) is tuple:
+        return f"a comma-separated list of {expected(typing.get_args(kind)[0])}s"
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    return names.get(kind, str(kind).replace("typing.", ""))
 
 
 def override(config: T, assignments: list[str]) -> T:
-    """A copy of the dataclass `config` with each `KEY=VALUE` applied, parsed by field type.
+    """A copy of the dataclass `config` with each `KEY=VALUE` applied (VALUE read as YAML).
 
     An unknown key or a value of the wrong type is an FdrlError naming it and the valid keys.
     """
-    types = typing.get_type_hints(type(config))
+    import yaml
+
+    types_ = typing.get_type_hints(type(config))
     changes = {}
     for assignment in assignments:
         key, sep, text = assignment.partition("=")
-        if not sep or key not in types:
+        if not sep or key not in types_:
             raise FdrlError(
-                f"cannot set {assignment!r}: expected KEY=VALUE with KEY one of "
-                f"{', '.join(types)}"
+                f"cannot set {assignment!r}: expected KEY=VALUE with KEY one of {', '.join(types_)}"
             )
         try:
-            changes[key] = _parse(text.strip(), types[key], key)
-        except ValueError:
-            raise FdrlError(f"cannot set {key}={text!r}: expected {describe(types[key])}") from None
+            changes[key] = coerce(yaml.safe_load(text), types_[key])
+        except (ValueError, TypeError, yaml.YAMLError):
+            raise FdrlError(f"cannot set {key}={text!r}: expected {expected(types_[key])}") from None
     return dataclasses.replace(config, **changes)
-
-
-def describe(kind: object) -> str:
-    """A type as a user reads it: int, float, bool, str, or a comma-separated list of int."""
-    if typing.get_origin(kind) is tuple:
-        return f"a comma-separated list of {typing.get_args(kind)[0].__name__}"
-    return kind.__name__
 
 
 def help_text(config: object) -> str:
     """One line per field: name, type and default, for `--help`."""
-    types = typing.get_type_hints(type(config))
+    types_ = typing.get_type_hints(type(config))
     lines = []
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
-        lines.append(f"  {field.name}={shown}  ({describe(types[field.name])})")
+        lines.append(f"  {field.name}={shown}  ({expected(types_[field.name])})")
     return "\n".join(lines)

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from fdrl.errors import FdrlError
+from fdrl.noise import key_seed
 
 DEQUANTIZATION = 0.03  # std of the Gaussian added to data in [-1, 1] (the authors' code)
 
@@ -136,8 +137,7 @@ class ShardStore:
 
 
 def _generator(*key: int) -> torch.Generator:
-    seed = int(np.random.SeedSequence(list(key)).generate_state(1, dtype=np.uint64)[0] >> 1)
-    return torch.Generator().manual_seed(seed)
+    return torch.Generator().manual_seed(key_seed(*key))
 
 
 class TrainStream:

@@ -4,13 +4,16 @@
 sample i is a function of seed i alone: the same whatever the batch it is drawn in, the chunk
 it lands in, or the number of processes (the idea of EDM's `StackedRandomGenerator`).
 `GeneratorNoise` draws a whole batch from one generator, which is cheaper where per-sample
-reproducibility is not needed.
+reproducibility is not needed. `SlicedNoise` is the trainer's: every draw is made for the whole
+global batch from one generator seeded by (seed, step), and each rank keeps its own rows, so
+global sample i gets the same numbers whatever the number of processes.
 """
 
 from __future__ import annotations
 
 from typing import Iterable, Protocol
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -59,3 +62,37 @@ class PerSampleNoise:
         return torch.stack(
             [torch.rand(shape, generator=g, device=self.device) for g in self.generators]
         )
+
+
+def key_seed(*key: int) -> int:
+    """A 63-bit seed from a tuple of integers (seed, stream, step, ...), well mixed."""
+    return int(np.random.SeedSequence([int(k) for k in key]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class SlicedNoise:
+    """Draws for a global batch of `global_n` rows from one generator; returns rows `rows` only.
+
+    Every rank builds it with the same seed and makes the same sequence of calls, so the numbers
+    of global row i do not depend on the world size; each call still costs a global-batch draw,
+    which is small next to a network evaluation. `n` must be the length of this rank's slice.
+    """
+
+    def __init__(self, seed: int, global_n: int, rows: slice, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.generator = torch.Generator(self.device).manual_seed(seed)
+        self.global_n, self.rows = global_n, rows
+        self.local_n = len(range(global_n)[rows])
+
+    def _check(self, n: int) -> None:
+        if n != self.local_n:
+            raise ValueError(f"asked for {n} samples from noise sliced to {self.local_n} rows")
+
+    def randn(self, n: int, shape: tuple[int, ...]) -> Tensor:
+        self._check(n)
+        draw = torch.randn((self.global_n, *shape), generator=self.generator, device=self.device)
+        return draw[self.rows]
+
+    def rand(self, n: int, shape: tuple[int, ...]) -> Tensor:
+        self._check(n)
+        draw = torch.rand((self.global_n, *shape), generator=self.generator, device=self.device)
+        return draw[self.rows]

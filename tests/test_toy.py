@@ -75,7 +75,7 @@ def test_overrides_are_typed_and_checked():
     assert (cfg.steps, cfg.lr, cfg.lr_milestones) == (7, 1e-4, (3, 5))
     with pytest.raises(FdrlError, match="KEY one of steps, batch"):
         override(SwissRollToy(), ["stepz=7"])
-    with pytest.raises(FdrlError, match="expected int"):
+    with pytest.raises(FdrlError, match="expected an integer"):
         override(SwissRollToy(), ["steps=many"])
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,9 +20,10 @@ CONFIGS = REPO / "workflow" / "config"
 
 # The rules of the paper-scale DAG known so far, with their job counts: Tables 2-3, the seven 2-D
 # experiments (three Gaussian, four swiss-roll pairings), Figs. 2, 3, 10, toy.csv, the shards and
-# priors of CIFAR10, CelebA and LSUN Church with Fig. 11, and `all`.
+# priors of CIFAR10, CelebA and LSUN Church with Fig. 11 (and the Cat2dog shards), the ten
+# training runs (Table 1's eight, LSUN Church, Cat2dog), and `all`.
 PAPER_JOBS = {"table_from_code": 2, "toy": 7, "fig2": 1, "fig3": 1, "fig10": 1, "toy_table": 1,
-              "shard": 3, "fit_prior": 3, "fig11": 1, "all": 1}
+              "shard": 5, "fit_prior": 3, "fig11": 1, "train": 10, "all": 1}
 TOYS = ["stale_near", "stale_far", "fdrl_far", "swissroll_lsif-pearson", "swissroll_lr-kl",
         "swissroll_lr-js", "swissroll_lr-logd"]
 FIGURES = ["fig2_stale_estimator.png", "fig3_fdrl_progression.png", "fig10_swissroll.png",
@@ -120,6 +122,11 @@ def test_smoke_2d_experiments_end_to_end(tmp_path):
         x = np.load(root / "toy" / toy / "samples.npz")["x"]
         assert x.dtype == np.float32 and x.ndim == 2 and x.shape[1] == 2 and len(x) >= 2000
         assert np.isfinite(x).all()
+    runs = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())["runs"]
+    assert len(runs) == 6
+    for run in runs:
+        final = torch.load(root / "runs" / run / "final.pt", weights_only=True)
+        assert final["config"]["pairing"] == run.rsplit("_", 1)[1]
     table = (root / "toy.csv").read_text()
     assert all(toy in table for toy in TOYS)
     assert (root / "table2.csv").exists() and (root / "table3.csv").exists()

@@ -39,6 +39,7 @@ def one_of(names):
 wildcard_constraints:
     experiment=one_of(TOYS),
     dataset=one_of(DATASET_SHAPES),
+    run="[A-Za-z0-9_.-]+",
     table=one_of(CODE_TABLES),
 
 
@@ -85,6 +86,38 @@ def prior_memory_mb(*datasets):
     return 1000 + 3 * 8 * d * d // 2**20
 
 
+def run_settings(run):
+    """The run's entry of config["runs"] over the scale's config["train"]."""
+    if run not in config["runs"]:
+        raise ValueError(f"unknown run {run!r}; the config's runs are {', '.join(config['runs'])}")
+    return {**config["train"], **config["runs"][run]}
+
+
+def train_inputs(wildcards):
+    """The run's shards, and its prior: prior.pt (data) or the source domain's shards."""
+    run = run_settings(wildcards.run)
+    inputs = {"shards": f"{ROOT}/data/{run['dataset']}/shards"}
+    if run["prior"] == "data":
+        inputs["prior"] = f"{ROOT}/data/{run['dataset']}/prior.pt"
+    elif run["prior"] == "source":
+        inputs["source"] = f"{ROOT}/data/{run['source_dataset']}/shards"
+    return inputs
+
+
+def train_options(wildcards, input):
+    """`--set` options of `fdrl train`: the data paths, then every other setting of the run."""
+    run = run_settings(wildcards.run)
+    paths = {"data": input.shards, "prior": run["prior"], "prior_path": input.get("prior", ""),
+             "source": input.get("source", "")}
+    rest = {k: v for k, v in run.items() if k not in ("dataset", "source_dataset", "prior")}
+    return set_options({**{k: v for k, v in paths.items() if v}, **rest})
+
+
+def train_resources(wildcards):
+    """Threads, GPUs, memory and runtime of a run's job (config["train_resources"])."""
+    return config["train_resources"]
+
+
 def scaled(paper, demo, smoke):
     """A per-scale value (runtimes in minutes, memory), picked by config["scale"]."""
     return {"paper": paper, "demo": demo, "smoke": smoke}[config["scale"]]
@@ -99,4 +132,5 @@ def all_targets():
         f"{ROOT}/figures/fig3_fdrl_progression.png",
         f"{ROOT}/figures/fig10_swissroll.png",
         f"{ROOT}/figures/fig11_priors.png",
+        *(f"{ROOT}/runs/{run}/final.pt" for run in config["runs"]),
     ]

@@ -1,0 +1,85 @@
+"""Seconds per FDRL training step (Algorithm 1) for one network, batch, K and device, as JSON.
+
+    python bench/train_step.py --network resnet32 --batch 64 --flow-steps 100 --device cuda
+    python bench/train_step.py --network resnet8 --image-size 8 --channels 1 --batch 64 --flow-steps 100
+
+Random data and a uniform prior: the step's cost does not depend on what the images show. The
+step is exactly the trainer's (`fdrl.step.fdrl_step`: K flow steps on the unwrapped module, one
+Adam step, the EMA update); one process, no DDP. Used to compare against the authors' code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from fdrl.divergences import PAIRINGS, pairing
+from fdrl.ema import EMA
+from fdrl.flow import FlowParams
+from fdrl.nets import IMAGE_NETWORKS, build_network, count_parameters
+from fdrl.noise import GeneratorNoise
+from fdrl.priors import UniformPrior
+from fdrl.step import fdrl_step
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--network", choices=list(IMAGE_NETWORKS), default="resnet32")
+    p.add_argument("--image-size", type=int, default=None, help="default: the network's (Table 3)")
+    p.add_argument("--channels", type=int, default=3)
+    p.add_argument("--batch", type=int, default=64, help="images per step (default: %(default)s)")
+    p.add_argument("--flow-steps", type=int, default=100, help="K (default: %(default)s)")
+    p.add_argument("--pairing", choices=PAIRINGS, default="lsif-pearson")
+    p.add_argument("--spectral-norm", action="store_true")
+    p.add_argument("--self-attention", action="store_true")
+    p.add_argument("--steps", type=int, default=10, help="timed steps (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: %(default)s)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse()
+    device = torch.device(args.device)
+    size = args.image_size or IMAGE_NETWORKS[args.network].image_size
+    shape = (args.channels, size, size)
+    torch.manual_seed(0)
+    net = build_network(args.network, in_channels=args.channels, spectral_norm=args.spectral_norm,
+                        self_attention=args.self_attention).to(device)
+    ema, pair = EMA(net, 0.998), pairing(args.pairing)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+    noise, prior = GeneratorNoise(0, device), UniformPrior(shape)
+    params = FlowParams(args.flow_steps, 3.0, 0.01)
+    x_data = 2 * torch.rand((args.batch, *shape), device=device) - 1
+
+    def step() -> None:
+        fdrl_step(net, optimizer, pair, x_data, prior.sample(args.batch, noise), params, noise, ema)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(args.warmup):
+        step()
+    sync()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    sync()
+    seconds = (time.perf_counter() - start) / args.steps
+    print(json.dumps({
+        "network": args.network, "parameters": count_parameters(net), "image_shape": list(shape),
+        "batch": args.batch, "flow_steps": args.flow_steps, "pairing": args.pairing,
+        "spectral_norm": args.spectral_norm, "self_attention": args.self_attention,
+        "device": str(device), "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda" else "cpu", "torch": torch.__version__, "threads":
+        torch.get_num_threads(), "steps": args.steps, "seconds_per_step": seconds,
+        "images_per_second": args.batch / seconds,
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""Training checkpoints and the exported sampling weights (DESIGN.md sec. 7).
+
+`RUN_DIR/checkpoints/step-000123.pt` is the state after 123 completed steps: the state_dicts of
+the unwrapped model, the EMA, Adam and the learning-rate schedule, the step, the torch / numpy /
+python (and CUDA) RNG states of every rank, the image shape and the resolved config. Everything
+is a plain tensor or container, so files load with `torch.load(..., weights_only=True)` and
+loading runs no code. Rank 0 writes each file to a temporary name and renames it (atomic), so a
+run killed at any instant leaves only whole checkpoints. `RUN_DIR/final.pt` holds the EMA weights,
+the image shape and the resolved config: what sampling needs, and nothing of the optimizer.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from fdrl.errors import FdrlError
+from fdrl.io import atomic_path
+
+FORMAT = 1
+_NAME = re.compile(r"^step-(\d{6,})\.pt$")
+
+# Keys of the resolved config that fix the network's parameter shapes.
+ARCHITECTURE_KEYS = ("network", "spectral_norm", "self_attention")
+# Keys a resumed run may change: they do not alter the trajectory of the weights (paths may
+# move with the results folder; `steps` may grow to extend a run).
+RESUMABLE_KEYS = ("name", "data", "prior_path", "source", "steps", "sample_steps", "log_every",
+                  "sample_every", "checkpoint_every", "keep_checkpoints")
+
+
+def checkpoint_path(folder: str | os.PathLike, step: int) -> Path:
+    """Where the checkpoint after `step` completed steps lives."""
+    return Path(folder) / f"step-{step:06d}.pt"
+
+
+def list_checkpoints(folder: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(step, path) of every checkpoint in `folder`, oldest first (temporary files ignored)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), folder / name) for name in os.listdir(folder)
+             if (m := _NAME.match(name))]
+    return sorted(found)
+
+
+def prune(folder: str | os.PathLike, keep: int) -> None:
+    """Deletes all but the newest `keep` checkpoints (`keep` = 0 keeps them all)."""
+    if keep > 0:
+        for _, path in list_checkpoints(folder)[:-keep]:
+            path.unlink(missing_ok=True)
+
+
+def rng_state(device: torch.device) -> dict[str, Tensor]:
+    """This process's torch, CUDA, numpy and python RNG states, as tensors."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    version, mt, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "numpy_pos": torch.tensor([pos, has_gauss], dtype=torch.int64),
+        "numpy_gauss": torch.tensor(gauss, dtype=torch.float64),
+        "python": torch.tensor([version, *mt], dtype=torch.int64),
+        "python_gauss": torch.tensor([] if gauss_next is None else [gauss_next], dtype=torch.float64),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Tensor], device: torch.device) -> None:
+    """Restores what `rng_state` captured."""
+    torch.set_rng_state(state["torch"])
+    pos, has_gauss = state["numpy_pos"].tolist()
+    keys = state["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, pos, has_gauss, float(state["numpy_gauss"])))
+    version, *mt = state["python"].tolist()
+    gauss = state["python_gauss"].tolist()
+    random.setstate((version, tuple(mt), gauss[0] if gauss else None))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def gather_rng_states(device: torch.device) -> list[dict[str, Tensor]]:
+    """Every rank's RNG states, in rank order (collective: call it on every rank)."""
+    mine = rng_state(device)
+    if not dist.is_initialized():
+        return [mine]
+    states: list = [None] * dist.get_world_size()
+    dist.all_gather_object(states, mine)
+    return states
+
+
+def save_checkpoint(path: str | os.PathLike, *, step: int, model: nn.Module, ema: nn.Module,
+                    optimizer: torch.optim.Optimizer, scheduler: object, rng: list[dict],
+                    image_shape: tuple[int, ...], config: dict) -> None:
+    """Writes one checkpoint atomically (rank 0 only; `model` is the unwrapped module)."""
+    state = {
+        "format": FORMAT,
+        "step": step,
+        "model": model.state_dict(),
+        "ema": ema.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng,
+        "image_shape": list(image_shape),
+        "config": config,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Reads a checkpoint written by `save_checkpoint`; never unpickles code."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file: name it rather than trace back
+        raise FdrlError(f"cannot read checkpoint {path} ({type(err).__name__}: {err}); delete it "
+                        "to resume from the one before") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise FdrlError(f"{path} is not an fdrl training checkpoint (format {FORMAT})")
+    return state
+
+
+def check_compatible(state: dict, config: dict, image_shape: tuple[int, ...], path: Path) -> None:
+    """Refuses to resume a checkpoint whose network or training settings differ from `config`."""
+    saved = state["config"]
+    arch = [k for k in ARCHITECTURE_KEYS if saved.get(k) != config.get(k)]
+    if arch or tuple(state["image_shape"]) != tuple(image_shape):
+        was = ", ".join(f"{k}={saved.get(k)}" for k in ARCHITECTURE_KEYS)
+        now = ", ".join(f"{k}={config.get(k)}" for k in ARCHITECTURE_KEYS)
+        raise FdrlError(
+            f"checkpoint {path} is from another architecture ({was}, images "
+            f"{tuple(state['image_shape'])}); this config builds {now}, images {tuple(image_shape)}."
+            " Train it in a new run folder")
+    changed = [k for k in config if k not in RESUMABLE_KEYS and saved.get(k) != config[k]]
+    if changed:
+        diff = "; ".join(f"{k}: {saved.get(k)!r} -> {config[k]!r}" for k in changed)
+        raise FdrlError(f"checkpoint {path} was trained with other settings ({diff}); resume with "
+                        "the same config or train in a new run folder")
+
+
+def restore(state: dict, path: Path, model: nn.Module, ema: nn.Module,
+            optimizer: torch.optim.Optimizer, scheduler: object) -> None:
+    """Loads the state_dicts of a checkpoint; a mismatch of parameters is a clear error."""
+    try:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[:2]
+        raise FdrlError(f"checkpoint {path} is from another architecture: "
+                        f"{' '.join(first)}") from None
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+
+
+def save_final(path: str | os.PathLike, *, ema: nn.Module, step: int,
+               image_shape: tuple[int, ...], config: dict) -> None:
+    """Writes the sampling weights (EMA), the image shape and the resolved config, atomically."""
+    state = {"format": FORMAT, "step": step, "ema": ema.state_dict(),
+             "image_shape": list(image_shape), "config": config}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_final(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict:
+    """Reads `final.pt`: keys `ema` (state_dict), `step`, `image_shape`, `config`."""
+    if not os.path.isfile(path):
+        raise FdrlError(f"no trained weights at {path}: run `fdrl train` first")
+    state = torch.load(path, map_location=device, weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != FORMAT or "ema" not in state:
+        raise FdrlError(f"{path} is not an fdrl final.pt (format {FORMAT})")
+    return state

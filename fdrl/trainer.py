@@ -1,0 +1,233 @@
+"""The training loop behind `fdrl.train.train`: state, resume, steps, logging, checkpoints.
+
+Rank 0 alone writes files and logs; the other ranks wait at a barrier (DESIGN.md sec. 9). The
+global RNGs are seeded once, for the initialization; afterwards every random number of a step
+comes from generators keyed by (seed, step), which is what makes resume exact and the weights
+independent of the world size. The RNG states are still saved per rank and restored on resume,
+so that any future consumer of the global RNGs resumes exactly too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from fdrl import checkpoint as ckpt
+from fdrl.data import ShardStore, TrainStream
+from fdrl.distributed import Dist, all_reduce_sum, barrier
+from fdrl.divergences import pairing
+from fdrl.ema import EMA
+from fdrl.errors import FdrlError
+from fdrl.flow import FlowParams, flow
+from fdrl.io import write_text_atomic
+from fdrl.nets import build_network, count_parameters
+from fdrl.noise import GeneratorNoise, SlicedNoise, key_seed
+from fdrl.step import fdrl_step
+from fdrl.train import TrainConfig, build_prior, save_grid
+
+NOISE_STREAM, GRID_STREAM = 2, 3  # streams 0 and 1 of the seed are the data's (fdrl.data)
+GRID_SIZE = 64
+STATS = ("loss", "data_term", "flow_term", "ratio_data", "ratio_flow")
+
+
+def seed_all(seed: int) -> None:
+    """Seeds torch (CPU and CUDA), numpy and python: the network's initialization."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+class Meter:
+    """Sums the global step statistics of one log interval."""
+
+    def __init__(self) -> None:
+        self.sums, self.count, self.seconds, self.lr = [0.0] * len(STATS), 0, 0.0, 0.0
+
+    def add(self, values: list[float], lr: float, seconds: float) -> None:
+        self.sums = [s + v for s, v in zip(self.sums, values)]
+        self.count, self.seconds, self.lr = self.count + 1, self.seconds + seconds, lr
+
+    def flush(self, step: int, batch: int) -> dict:
+        """The interval's record (means over its steps), and a fresh interval."""
+        n, secs = max(self.count, 1), max(self.seconds, 1e-12)
+        record = {"step": step, **{k: s / n for k, s in zip(STATS, self.sums)}, "lr": self.lr,
+                  "seconds_per_step": secs / n, "images_per_second": batch * n / secs}
+        self.__init__()
+        return record
+
+
+class Trainer:
+    """One run's model, EMA, optimizer, schedule, data and prior on one rank."""
+
+    def __init__(self, cfg: TrainConfig, out: Path, d: Dist):
+        self.cfg, self.out, self.d = cfg, out, d
+        self.store = ShardStore(cfg.data)
+        self.shape = tuple(self.store.shape)
+        self.stream = TrainStream(self.store, cfg.batch, d.rank, d.world_size, cfg.seed,
+                                  cfg.flip, cfg.dequantization)
+        self.prior = build_prior(cfg, self.shape, d.device)
+        self.pair = pairing(cfg.pairing)
+        self.flow_params = FlowParams(cfg.flow_steps, cfg.eta, cfg.nu)
+        seed_all(cfg.seed)
+        self.model = build_network(cfg.network, in_channels=self.shape[0],
+                                   spectral_norm=cfg.spectral_norm,
+                                   self_attention=cfg.self_attention).to(d.device)
+        self.ema = EMA(self.model, cfg.ema)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, list(cfg.lr_milestones), gamma=0.1)
+        self.config = cfg.to_dict()
+        self.checkpoints = out / "checkpoints"
+        self.step = 0
+
+    def print0(self, text: str) -> None:
+        if self.d.is_main:
+            print(text, flush=True)
+
+    def run(self, resume: str) -> Path:
+        """Resumes (per `resume`), trains to `cfg.steps`, writes final.pt; returns its path."""
+        self._resume(resume)
+        self.print0(f"fdrl train: {self.cfg.name}: {self.cfg.network} "
+                    f"({count_parameters(self.model):,} parameters), {self.cfg.pairing}, "
+                    f"{self.d.world_size} x {self.d.device}, steps {self.step} -> {self.cfg.steps}")
+        net = self.model
+        if self.d.world_size > 1:
+            ids = [self.d.device] if self.d.device.type == "cuda" else None
+            net = DistributedDataParallel(self.model, device_ids=ids)
+        if self.d.is_main:
+            import yaml
+
+            write_text_atomic(self.out / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
+            _truncate_metrics(self.out / "metrics.jsonl", self.step)
+        barrier()
+        self._loop(net)
+        if self.d.is_main:
+            ckpt.save_final(self.out / "final.pt", ema=self.ema.module, step=self.step,
+                            image_shape=self.shape, config=self.config)
+        barrier()
+        return self.out / "final.pt"
+
+    def _newest(self) -> tuple[int, Path | None]:
+        """The newest checkpoint as rank 0 sees it, agreed by every rank."""
+        found = ckpt.list_checkpoints(self.checkpoints)
+        newest = [found[-1][0] if found else -1]
+        if dist.is_initialized():
+            dist.broadcast_object_list(newest, src=0)
+        step = newest[0]
+        return (step, ckpt.checkpoint_path(self.checkpoints, step)) if step >= 0 else (0, None)
+
+    def _resume(self, mode: str) -> None:
+        step, path = self._newest()
+        if path is None:
+            return
+        if mode == "never":
+            raise FdrlError(f"{self.out} already holds checkpoints up to step {step}: resume them "
+                            "with --resume auto, or train in a new run folder")
+        state = ckpt.load_checkpoint(path)
+        ckpt.check_compatible(state, self.config, self.shape, path)
+        if state["step"] > self.cfg.steps:
+            raise FdrlError(f"{path} is past the {self.cfg.steps} steps asked for; raise steps or "
+                            "--max-steps, or train in a new run folder")
+        ckpt.restore(state, path, self.model, self.ema, self.optimizer, self.scheduler)
+        rng = state["rng"]
+        if len(rng) == self.d.world_size:
+            ckpt.set_rng_state(rng[self.d.rank], self.d.device)
+        else:  # the trajectory does not depend on them (module docstring); only exactness of
+            self.print0(f"note: {path} was written by {len(rng)} processes, not "
+                        f"{self.d.world_size}: the global RNG states are not restored")
+        self.step = state["step"]
+        self.print0(f"resuming {self.out} from {path}")
+
+    def _loop(self, net: torch.nn.Module) -> None:
+        from tqdm import tqdm
+
+        bar = tqdm(total=self.cfg.steps, initial=self.step, disable=not self.d.is_main,
+                   desc=self.cfg.name or "train", unit="step", dynamic_ncols=True)
+        meter = Meter()
+        for t in range(self.step, self.cfg.steps):
+            start = time.perf_counter()
+            values, lr = self._train_step(net, t)
+            self.step = t + 1
+            meter.add(values, lr, time.perf_counter() - start)
+            self._periodic(meter, bar)
+            bar.update(1)
+        bar.close()
+
+    def _train_step(self, net: torch.nn.Module, t: int) -> tuple[list[float], float]:
+        """Algorithm 1 on global batch t; returns the global statistics and the lr used."""
+        cfg, dev = self.cfg, self.d.device
+        x_data = self.stream.batch(t).to(dev, non_blocking=True)
+        # One generator per step for the prior draw and the K flow steps, global rows sliced.
+        noise = SlicedNoise(key_seed(cfg.seed, NOISE_STREAM, t), cfg.batch, self.stream.local, dev)
+        x_prior = self.prior.sample(len(x_data), noise)
+        lr = self.optimizer.param_groups[0]["lr"]
+        result = fdrl_step(net, self.optimizer, self.pair, x_data, x_prior, self.flow_params,
+                           noise, self.ema)
+        self.scheduler.step()
+        stats = torch.stack([getattr(result, k).float() for k in STATS])
+        values = (all_reduce_sum(stats) / self.d.world_size).tolist()  # equal slices: the global mean
+        if not all(math.isfinite(v) for v in values):
+            found = ckpt.list_checkpoints(self.checkpoints)
+            kept = (f"the newest checkpoint, {found[-1][1]}, predates it" if found
+                    else "no checkpoint was written")
+            terms = ", ".join(f"{k} {v:.4g}" for k, v in zip(STATS, values))
+            raise FdrlError(f"the loss is not finite at step {t + 1} ({terms}); training stopped "
+                            f"and {kept}. Lower lr or eta, or check the data")
+        return values, lr
+
+    def _periodic(self, meter: Meter, bar: object) -> None:
+        s, cfg = self.step, self.cfg
+        last = s == cfg.steps
+        if s % cfg.log_every == 0 or last:
+            record = meter.flush(s, cfg.batch)
+            bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
+            if self.d.is_main:
+                with open(self.out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+        if s % cfg.sample_every == 0 or last:
+            self._grid()
+        if s % cfg.checkpoint_every == 0 or last:
+            self._checkpoint()
+
+    def _grid(self) -> None:
+        """Algorithm 2 with the EMA weights from fixed prior draws: samples/step-NNNNNN.png."""
+        if self.d.is_main:
+            cfg = self.cfg
+            noise = GeneratorNoise(key_seed(cfg.seed, GRID_STREAM), self.d.device)
+            x0 = self.prior.sample(GRID_SIZE, noise)
+            x = flow(self.ema.module, x0, self.pair.divergence,
+                     FlowParams(cfg.sample_steps, cfg.eta, cfg.nu), noise)
+            save_grid(x.clamp(-1, 1), self.out / "samples" / f"step-{self.step:06d}.png")
+        barrier()
+
+    def _checkpoint(self) -> None:
+        rng = ckpt.gather_rng_states(self.d.device)  # collective: every rank
+        if self.d.is_main:
+            ckpt.save_checkpoint(ckpt.checkpoint_path(self.checkpoints, self.step), step=self.step,
+                                 model=self.model, ema=self.ema.module, optimizer=self.optimizer,
+                                 scheduler=self.scheduler, rng=rng, image_shape=self.shape,
+                                 config=self.config)
+            ckpt.prune(self.checkpoints, self.cfg.keep_checkpoints)
+        barrier()
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drops the records past `step` (written before a kill, redone after the resume)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            pass  # a line cut short by the kill
+    write_text_atomic(path, "".join(keep))

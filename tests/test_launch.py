@@ -1,0 +1,87 @@
+"""`fdrl launch`: torchrun on this machine, and a 2-task job through submitit's local executor
+(the executor that stands in for SLURM here); both must give the single-process result."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fdrl.shards import shard
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits")
+    shard("digits", "unused", out, shard_size=400)
+    return out
+
+
+def fdrl(*args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "fdrl", *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def fit(digits, out, *launch):
+    args = ["fit-prior", "--shards", str(digits), "--out", str(out / "prior.pt"),
+            "--moments-out", str(out / "m.pt"), "--device", "cpu"]
+    proc = fdrl("launch", *launch, "--", *args) if launch else fdrl(*args)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return torch.load(out / "m.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("launch", [
+    ["--nproc", "2"],
+    ["--launcher", "submitit", "--cluster", "local", "--nproc", "2"],
+], ids=["torchrun", "submitit-local"])
+def test_two_processes_give_the_single_process_result(digits, tmp_path, launch):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    single = fit(digits, tmp_path / "one")
+    folder = ["--folder", str(tmp_path / "jobs")] if "submitit" in launch else []
+    double = fit(digits, tmp_path / "two", *launch, *folder)
+    assert int(double["count"]) == 1797
+    torch.testing.assert_close(double["covariance"], single["covariance"], rtol=1e-12, atol=1e-14)
+    if folder:  # two tasks ran, rank 0 alone reported
+        logs = sorted((tmp_path / "jobs").glob("*_log.out"))
+        assert len(logs) == 2
+        assert sum("written to" in log.read_text() for log in logs) == 1
+
+
+def test_launch_needs_a_verb():
+    proc = fdrl("launch", "--nproc", "2")
+    assert proc.returncode == 1 and "name the fdrl verb" in proc.stderr
+
+
+def train_args(digits, out):
+    prior = out.parent / "prior.pt"
+    if not prior.exists():
+        assert fdrl("fit-prior", "--shards", str(digits), "--out", str(prior), "--device", "cpu").returncode == 0
+    sets = {"data": digits, "prior": "data", "prior_path": prior, "network": "mlp_digits",
+            "steps": 4, "batch": 8, "flow_steps": 3, "sample_steps": 3, "log_every": 2,
+            "sample_every": 4, "checkpoint_every": 2}
+    return ["train", "--out", str(out), "--device", "cpu",
+            *(a for k, v in sets.items() for a in ("--set", f"{k}={v}"))]
+
+
+def test_submitit_training_job_equals_torchrun(digits, tmp_path):
+    via_torchrun = fdrl("launch", "--nproc", "2", "--", *train_args(digits, tmp_path / "a"))
+    assert via_torchrun.returncode == 0, via_torchrun.stderr[-2000:]
+    via_submitit = fdrl("launch", "--launcher", "submitit", "--cluster", "local", "--nproc", "2",
+                        "--folder", str(tmp_path / "jobs"), "--", *train_args(digits, tmp_path / "b"))
+    assert via_submitit.returncode == 0, via_submitit.stdout[-2000:] + via_submitit.stderr[-2000:]
+    a = torch.load(tmp_path / "a" / "final.pt", weights_only=True)["ema"]
+    b = torch.load(tmp_path / "b" / "final.pt", weights_only=True)["ema"]
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-6, atol=1e-7)
+
+
+def test_a_requeued_job_runs_the_same_command_again():
+    from fdrl.launch import FdrlJob
+
+    job = FdrlJob(["train", "--config", "run.yaml", "--out", "runs/x"])
+    again = job.checkpoint()
+    assert again.function.argv == job.argv  # resumed by train's own --resume auto

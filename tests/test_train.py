@@ -1,0 +1,282 @@
+"""`fdrl train`: config validation, world-size invariance, exact resume after SIGKILL, the NaN
+stop and the architecture checks, on real shards of the 8x8 digits (resnet8, global batch 8,
+K = 3). Multi-process runs go through `torchrun --standalone` with gloo on CPU."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from fdrl import cli
+from fdrl.checkpoint import list_checkpoints, load_checkpoint
+from fdrl.errors import FdrlError
+from fdrl.noise import SlicedNoise
+from fdrl.prior_fit import fit_prior
+from fdrl.shards import shard
+from fdrl.train import config_from_mapping, load_config, train
+
+STEPS = 24
+BASE = {"network": "resnet8", "pairing": "lsif-pearson", "steps": STEPS, "batch": 8, "lr": 1e-4,
+        "flow_steps": 3, "sample_steps": 4, "eta": 3.0, "nu": 0.01, "seed": 5, "log_every": 3,
+        "sample_every": 12, "checkpoint_every": 6, "keep_checkpoints": 0}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("digits")
+    shard("digits", "unused", root / "shards", shard_size=1000)
+    fit_prior([str(root / "shards")], root / "prior.pt", device="cpu")
+    return root
+
+
+def config(folder, digits, **changes):
+    cfg = {**BASE, "data": str(digits / "shards"), "prior": "data",
+           "prior_path": str(digits / "prior.pt"), **changes}
+    path = folder / f"run-{len(os.listdir(folder))}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def command(cfg, out, nproc, *extra):
+    if nproc == 1:
+        head = [sys.executable, "-m", "fdrl"]
+    else:
+        head = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node", str(nproc), "-m", "fdrl"]
+    return [*head, "train", "--config", str(cfg), "--out", str(out), "--device", "cpu", *extra]
+
+
+def run(cfg, out, nproc, *extra):
+    proc = subprocess.run(command(cfg, out, nproc, *extra), capture_output=True, text=True,
+                          env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def references(digits, tmp_path_factory):
+    """Uninterrupted runs with 1 and 2 processes, every checkpoint kept."""
+    root = tmp_path_factory.mktemp("references")
+    cfg = config(root, digits)
+    for nproc in (1, 2):
+        run(cfg, root / f"world{nproc}", nproc)
+    return root
+
+
+def weights(path, key="model"):
+    return load_checkpoint(path)[key]
+
+
+def test_sliced_noise_gives_every_global_row_the_same_numbers():
+    one = SlicedNoise(11, 8, slice(0, 8))
+    two = [SlicedNoise(11, 8, slice(r * 4, r * 4 + 4)) for r in range(2)]
+    for draw in ("randn", "rand", "randn"):
+        whole = getattr(one, draw)(8, (3, 2))
+        assert torch.equal(whole, torch.cat([getattr(n, draw)(4, (3, 2)) for n in two]))
+    with pytest.raises(ValueError, match="sliced to 4 rows"):
+        two[0].randn(8, (1,))
+
+
+def test_config_is_validated_and_resolved(digits, tmp_path):
+    good = {"data": "d", "prior_path": "p.pt", "network": "resnet8"}
+    cfg = config_from_mapping({**good, "lr": "1e-4", "steps": 30_000})
+    assert cfg.lr == 1e-4 and cfg.lr_milestones == (10_000, 20_000)  # T - 20k, T - 10k
+    assert cfg.spectral_norm is False and cfg.betas == (0.9, 0.999)
+    assert config_from_mapping({**good, "network": "resnet64_shallow"}).spectral_norm is True
+    bad = [({"lrate": 1}, "unknown key 'lrate'"), ({"steps": 1.5}, "steps: 1.5 .* an integer"),
+           ({"flip": "yes"}, "flip: 'yes' .* true or false"), ({"betas": [0.9]}, "betas"),
+           ({"pairing": "lsif-kl"}, "unknown loss-divergence pairing 'lsif-kl'"),
+           ({"network": "vgg"}, "network: 'vgg' .* not one of"), ({"ema": 1.0}, "ema: 1.0"),
+           ({"prior": "gauss"}, "prior: 'gauss'"), ({"prior_path": ""}, "prior_path: .* fit-prior"),
+           ({"prior": "source"}, "source: .* source domain"), ({"batch": 0}, "batch: 0 .* positive"),
+           ({"lr_milestones": [5, 3]}, "lr_milestones"), ({"eta": "nan"}, "finite")]
+    for change, message in bad:
+        with pytest.raises(FdrlError, match=message):
+            config_from_mapping({**good, **change})
+    path = tmp_path / "bad.yaml"
+    path.write_text("- a list\n")
+    with pytest.raises(FdrlError, match="must be a mapping"):
+        load_config(path)
+    assert cli.main(["train", "--config", str(tmp_path / "none.yaml"), "--out", str(tmp_path)]) == 1
+
+
+def test_one_and_two_processes_give_the_same_weights(references):
+    # Both runs see the same data, prior samples and flow noise for every global row; they differ
+    # only in float32 summation order (a batch of 8 vs two of 4, the gradient mean vs the
+    # all-reduced mean of two), ~1e-7 relative per step. Adam normalizes each update to about lr,
+    # so rounding moves a weight by a small fraction of lr = 1e-4 per step; after 6 steps that is
+    # far below 1e-3 of any tensor's largest entry (we measured ~5e-6). A DDP bug (unsynchronized
+    # gradients, a wrong slice, per-rank noise) moves weights by ~lr per step: orders above it.
+    for key in ("model", "ema"):
+        one = weights(references / "world1" / "checkpoints" / "step-000006.pt", key)
+        two = weights(references / "world2" / "checkpoints" / "step-000006.pt", key)
+        for name, a in one.items():
+            scale = a.float().abs().max().clamp_min(1e-12)
+            assert (a.float() - two[name].float()).abs().max() <= 1e-3 * scale, (key, name)
+    state = load_checkpoint(references / "world2" / "checkpoints" / "step-000006.pt")
+    assert len(state["rng"]) == 2 and state["step"] == 6
+
+
+def test_a_run_writes_its_folder(references):
+    out = references / "world2"
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [6, 12, 18, 24]
+    records = [yaml.safe_load(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(3, STEPS + 1, 3))
+    assert {"loss", "data_term", "flow_term", "ratio_data", "ratio_flow", "lr", "seconds_per_step",
+            "images_per_second"} <= set(records[0])
+    assert sorted(os.listdir(out / "samples")) == ["step-000012.png", "step-000024.png"]
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["name"] == "world2" and resolved["lr_milestones"] == []
+    final = torch.load(out / "final.pt", weights_only=True)
+    assert final["step"] == STEPS and final["image_shape"] == [1, 8, 8]
+    last = weights(out / "checkpoints" / "step-000024.pt", "ema")
+    assert all(torch.equal(final["ema"][k], v) for k, v in last.items())
+
+
+def descendants(pid):
+    """The ids of every process below `pid` (Linux /proc)."""
+    children = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+        except OSError:
+            continue
+        children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def wait_gone(pids, timeout=30):
+    """Waits until each process has exited (gone, or a zombie awaiting its reaper)."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                if open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            except OSError:
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError(f"process {pid} outlived SIGKILL")
+
+
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_a_killed_run_resumes_to_the_same_weights_bitwise(nproc, digits, references, tmp_path):
+    cfg = config(tmp_path, digits, checkpoint_every=3, keep_checkpoints=2)
+    out = tmp_path / "run"
+    proc = subprocess.Popen(command(cfg, out, nproc), env=ENV, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoints" / "step-000003.pt").exists() and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    # torchrun starts each worker in a session of its own: kill the agent and every worker,
+    # as a lost node or `scancel` would (killing the agent alone leaves the workers training).
+    pids = [proc.pid, *descendants(proc.pid)]
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL and not (out / "final.pt").exists(), \
+        "the run ended before it could be killed"
+    wait_gone(pids[1:])
+    killed_at = list_checkpoints(out / "checkpoints")[-1][0]
+    assert 3 <= killed_at < STEPS
+
+    resumed_run = run(cfg, out, nproc)
+    assert f"step-{killed_at:06d}.pt" in resumed_run.stdout and f"steps {killed_at} -> {STEPS}" \
+        in resumed_run.stdout, resumed_run.stdout
+    reference = load_checkpoint(references / f"world{nproc}" / "checkpoints" / "step-000024.pt")
+    resumed = load_checkpoint(out / "checkpoints" / "step-000024.pt")
+    for key in ("model", "ema"):
+        assert all(torch.equal(resumed[key][k], v) for k, v in reference[key].items()), key
+    for a, b in zip(resumed["optimizer"]["state"].values(), reference["optimizer"]["state"].values()):
+        assert all(torch.equal(a[k], b[k]) for k in ("exp_avg", "exp_avg_sq"))
+    steps = [yaml.safe_load(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(3, STEPS + 1, 3))  # the records redone after the resume, once
+
+
+def make_run(tmp_path, references, digits, **changes):
+    """A run folder holding a copy of the 1-process reference's step-6 checkpoint."""
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    shutil.copy(references / "world1" / "checkpoints" / "step-000006.pt", out / "checkpoints")
+    return config(tmp_path, digits, **changes), out
+
+
+def test_a_checkpoint_of_another_architecture_is_a_clear_error(references, digits, tmp_path, capsys):
+    cfg, out = make_run(tmp_path, references, digits, self_attention=True)
+    assert cli.main(["train", "--config", str(cfg), "--out", str(out)]) == 1
+    assert "is from another architecture" in capsys.readouterr().err
+    # The same config, but weights of another shape: caught when the state is loaded.
+    path = out / "checkpoints" / "step-000006.pt"
+    state = load_checkpoint(path)
+    state["model"] = {k: (v[:1] if k.endswith("conv1.weight") else v) for k, v in state["model"].items()}
+    torch.save(state, path)
+    with pytest.raises(FdrlError, match="another architecture: .*size mismatch"):
+        train(load_config(config(tmp_path, digits)), out)
+
+
+def test_resume_refuses_other_settings_and_never_refuses_checkpoints(references, digits, tmp_path):
+    cfg, out = make_run(tmp_path, references, digits, lr=2e-4)
+    with pytest.raises(FdrlError, match=r"other settings \(lr: 0.0001 -> 0.0002\)"):
+        train(load_config(cfg), out)
+    with pytest.raises(FdrlError, match="holds checkpoints up to step 6: resume them with"):
+        train(load_config(config(tmp_path, digits)), out, resume="never")
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(digits, tmp_path, monkeypatch):
+    import fdrl.trainer
+
+    real, calls = fdrl.trainer.fdrl_step, []
+
+    def diverging(*args, **kwargs):
+        result = real(*args, **kwargs)
+        calls.append(1)
+        return result._replace(loss=result.loss * float("nan")) if len(calls) == 5 else result
+
+    monkeypatch.setattr(fdrl.trainer, "fdrl_step", diverging)
+    cfg = load_config(config(tmp_path, digits, steps=8, checkpoint_every=2, log_every=1))
+    with pytest.raises(FdrlError, match=r"not finite at step 5 .*step-000004.pt, predates it"):
+        train(cfg, tmp_path / "run")
+    assert [s for s, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [2, 4]
+    assert not (tmp_path / "run" / "final.pt").exists()
+
+
+@pytest.mark.parametrize("prior", ["uniform", "source"])
+def test_uniform_and_source_domain_priors_train(prior, digits, tmp_path):
+    cfg = load_config(config(tmp_path, digits, prior=prior, source=str(digits / "shards"), steps=2,
+                             log_every=1, sample_every=2, checkpoint_every=2))
+    final = train(cfg, tmp_path / "run", device="cpu")
+    assert torch.load(final, weights_only=True)["config"]["prior"] == prior
+    assert (tmp_path / "run" / "samples" / "step-000002.png").exists()
+
+
+def test_prior_of_another_shape_is_refused(digits, tmp_path):
+    from fdrl.priors import GaussianPrior
+
+    GaussianPrior.from_moments(torch.zeros(4), torch.eye(4), (1, 2, 2), 1).save(tmp_path / "p.pt")
+    cfg = load_config(config(tmp_path, digits, prior_path=str(tmp_path / "p.pt")))
+    with pytest.raises(FdrlError, match=r"shape \(1, 2, 2\), but the data .* holds \(1, 8, 8\)"):
+        train(cfg, tmp_path / "run")
+
+
+def test_bench_prints_seconds_per_step():
+    proc = subprocess.run([sys.executable, "bench/train_step.py", "--network", "resnet8",
+                           "--image-size", "8", "--channels", "1", "--batch", "4", "--flow-steps",
+                           "2", "--steps", "2", "--warmup", "1", "--device", "cpu"],
+                          capture_output=True, text=True, env=ENV, timeout=120,
+                          cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert proc.returncode == 0, proc.stderr
+    result = yaml.safe_load(proc.stdout.strip().splitlines()[-1])
+    assert result["seconds_per_step"] > 0 and result["flow_steps"] == 2
