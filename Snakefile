@@ -31,6 +31,7 @@ include: "workflow/rules/tables.smk"
 include: "workflow/rules/toy.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/sample.smk"
 
 
 rule all:

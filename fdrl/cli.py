@@ -12,6 +12,7 @@ from fdrl.errors import FdrlError
 # Names only, so that `fdrl --help` and argument errors never wait for torch to import.
 TABLE_NAMES = ("table2", "table3", "toy")
 FIGURE_NAMES = ("fig2", "fig3", "fig10", "fig11")
+FID_BACKENDS = ("pytorch-fid", "clean-fid", "classifier")
 TOY_NAMES = ("stale_near", "stale_far", "fdrl_far", "swissroll_lsif-pearson", "swissroll_lr-kl",
              "swissroll_lr-js", "swissroll_lr-logd")
 
@@ -65,6 +66,52 @@ def _train(args: argparse.Namespace) -> None:
     train(cfg, args.out, args.resume, args.device)
 
 
+def _sample(args: argparse.Namespace) -> None:
+    from fdrl.sampling import parse_seeds, sample
+
+    sample(args.run, parse_seeds(args.seeds), args.out, args.batch, args.steps, args.device)
+
+
+def _fid_ref(args: argparse.Namespace) -> None:
+    from fdrl.fid import fid_ref
+
+    meta = fid_ref(args.shards, args.backend, args.out, args.weights, args.batch, args.workers,
+                   args.device)
+    if meta is not None:
+        print(f"{args.backend} reference statistics of {meta['n_images']} images "
+              f"({meta['feature_extractor']}) written to {args.out}")
+
+
+def _fid(args: argparse.Namespace) -> None:
+    from fdrl.fid import fid
+
+    result = fid(args.samples, args.ref, args.backend, args.out, args.weights, args.batch, args.device)
+    if result is not None:
+        print(f"FID {result['fid']:.4f} ({result['feature_extractor']}; {result['n_images']} "
+              f"images against {args.ref}) written to {args.out}")
+
+
+def _fetch_weights(args: argparse.Namespace) -> None:
+    from fdrl.features import fetch_weights, sha256, write_random_weights
+
+    if args.random_seed is None:
+        paths = fetch_weights(args.to)
+    else:
+        paths = write_random_weights(args.to, args.random_seed)
+        print(f"RANDOM Inception weights (seed {args.random_seed}), for tests only:")
+    for path in paths:
+        print(f"{path}  sha256 {sha256(path)}")
+    print(f"pass --weights {args.to} to `fdrl fid-ref` and `fdrl fid`")
+
+
+def _train_classifier(args: argparse.Namespace) -> None:
+    from fdrl.classifier import train_classifier
+
+    c = train_classifier(args.out, args.seed, args.epochs)
+    print(f"digits classifier: test accuracy {c['test_accuracy']:.4f} on {c['test_size']} held-out "
+          f"images ({c['train_size']} for training), written to {args.out}")
+
+
 def _launch(args: argparse.Namespace) -> int:
     from fdrl.launch import Resources, launch
 
@@ -104,14 +151,14 @@ def parser(full_help: bool = False) -> argparse.ArgumentParser:
     table.add_argument("name", choices=TABLE_NAMES, help="which table")
     table.add_argument("--out", required=True, metavar="FILE.csv", help="where to write it")
     table.add_argument("inputs", nargs="*", metavar="INPUT", help="files the table is built from")
-    table.set_defaults(run=_table)
+    table.set_defaults(handler=_table)
 
     figure = verbs.add_parser("figure", help="draw one of the paper's figures",
                               description="Draw a figure from the files its experiments wrote.")
     figure.add_argument("name", choices=FIGURE_NAMES, help="which figure")
     figure.add_argument("--out", required=True, metavar="FILE.png", help="where to write it")
     figure.add_argument("inputs", nargs="+", metavar="INPUT", help="samples.npz files, in panel order")
-    figure.set_defaults(run=_figure)
+    figure.set_defaults(handler=_figure)
 
     toy = verbs.add_parser(
         "toy", help="run one of the paper's 2-D experiments (Figs. 2, 3, 10)",
@@ -122,7 +169,7 @@ def parser(full_help: bool = False) -> argparse.ArgumentParser:
     toy.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     toy.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override one hyperparameter (repeatable; lists comma-separated)")
-    toy.set_defaults(run=_toy)
+    toy.set_defaults(handler=_toy)
 
     shard = verbs.add_parser(
         "shard", help="convert a dataset to WebDataset shards",
@@ -137,7 +184,7 @@ def parser(full_help: bool = False) -> argparse.ArgumentParser:
                        help="images per shard (default: %(default)s)")
     shard.add_argument("--workers", type=int, default=1, metavar="W",
                        help="processes writing shards in parallel (default: %(default)s)")
-    shard.set_defaults(run=_shard)
+    shard.set_defaults(handler=_shard)
 
     fit = verbs.add_parser(
         "fit-prior", help="fit the data-dependent prior (Eq. 8); runs under torchrun too",
@@ -154,7 +201,7 @@ def parser(full_help: bool = False) -> argparse.ArgumentParser:
                      help="default: cuda if available")
     fit.add_argument("--moments-out", type=Path, default=None, metavar="FILE.pt",
                      help="also write the float64 mean and covariance")
-    fit.set_defaults(run=_fit_prior)
+    fit.set_defaults(handler=_fit_prior)
 
     train = verbs.add_parser(
         "train", help="train one FDRL run (Algorithm 1); runs under torchrun too",
@@ -178,7 +225,81 @@ def parser(full_help: bool = False) -> argparse.ArgumentParser:
                             "(default: %(default)s)")
     train.add_argument("--device", choices=["cpu", "cuda"], default=None,
                        help="default: cuda if available")
-    train.set_defaults(run=_train)
+    train.set_defaults(handler=_train)
+
+    smp = verbs.add_parser(
+        "sample", help="generate images with a trained run (Algorithm 2); runs under torchrun too",
+        description="Flow prior samples K + kappa steps with the run's EMA weights, clamp to "
+                    "[-1, 1], and write uint8 NHWC images with their seeds to a .npz chunk. "
+                    "Image i depends on seed i alone.")
+    smp.add_argument("--run", required=True, type=Path, metavar="RUN_DIR", help="a trained run")
+    smp.add_argument("--seeds", required=True, metavar="SEEDS", help="e.g. 0-999 or 0-9,20")
+    smp.add_argument("--out", required=True, type=Path, metavar="chunk.npz", help="where to write")
+    smp.add_argument("--steps", type=int, default=None, metavar="K+kappa",
+                     help="flow steps (default: the run's sample_steps)")
+    smp.add_argument("--batch", type=int, default=256, help="images per forward (default: %(default)s)")
+    smp.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
+    smp.set_defaults(handler=_sample)
+
+    backend_help = ("pytorch-fid (Inception pool3), clean-fid (mode clean), or classifier (the "
+                    "digits classifier's features: a classifier FID, not an Inception FID)")
+    weights_help = ("pytorch-fid / clean-fid: the Inception weights file, or a folder holding it "
+                    "(as `fdrl fetch-weights` writes; default: the library's cache); classifier: "
+                    "the file of `fdrl train-classifier` (required)")
+    ref = verbs.add_parser(
+        "fid-ref", help="FID reference statistics of a dataset's shards; runs under torchrun too",
+        description="Features of every image of the shards (each once, split over ranks), their "
+                    "mean and covariance (float64); rank 0 writes an .npz with mu, sigma, count "
+                    "and the backend, feature extractor and weights' SHA-256 that made them.")
+    ref.add_argument("--shards", required=True, nargs="+", metavar="SHARDS",
+                     help="a shard folder (or its manifest.json), or .tar files of one folder")
+    ref.add_argument("--backend", required=True, choices=FID_BACKENDS, help=backend_help)
+    ref.add_argument("--out", required=True, type=Path, metavar="ref.npz", help="where to write it")
+    ref.add_argument("--weights", type=Path, default=None, metavar="PATH", help=weights_help)
+    ref.add_argument("--batch", type=int, default=64, metavar="N",
+                     help="images per forward (default: %(default)s)")
+    ref.add_argument("--workers", type=int, default=0, metavar="W",
+                     help="DataLoader workers per rank (default: %(default)s)")
+    ref.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
+    ref.set_defaults(handler=_fid_ref)
+
+    fidp = verbs.add_parser(
+        "fid", help="FID of sample chunks against reference statistics; runs under torchrun too",
+        description="Features of the images of the .npz chunks, their Frechet distance to the "
+                    "reference (float64); rank 0 writes JSON: fid, backend, feature extractor, "
+                    "weights and SHA-256, n_images, reference. A reference made by another "
+                    "backend, extractor or weights file is refused.")
+    fidp.add_argument("--samples", required=True, nargs="+", metavar="CHUNK.npz",
+                      help="chunks of `fdrl sample` (uint8 NHWC images, seeds)")
+    fidp.add_argument("--ref", required=True, type=Path, metavar="ref.npz", help="of `fdrl fid-ref`")
+    fidp.add_argument("--backend", required=True, choices=FID_BACKENDS, help=backend_help)
+    fidp.add_argument("--out", required=True, type=Path, metavar="fid.json", help="where to write it")
+    fidp.add_argument("--weights", type=Path, default=None, metavar="PATH", help=weights_help)
+    fidp.add_argument("--batch", type=int, default=64, metavar="N",
+                      help="images per forward (default: %(default)s)")
+    fidp.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
+    fidp.set_defaults(handler=_fid)
+
+    fetch = verbs.add_parser(
+        "fetch-weights", help="download both Inception weight files (on a machine with internet)",
+        description="Download pytorch-fid's pt_inception-2015-12-05-6726825d.pth and clean-fid's "
+                    "inception-2015-12-05.pt into DIR; copy DIR to offline compute nodes and pass "
+                    "--weights DIR. With --random-seed, write seeded RANDOM weights under the same "
+                    "names instead (tests and the smoke scale; every result says so).")
+    fetch.add_argument("--to", required=True, type=Path, metavar="DIR", help="where to put them")
+    fetch.add_argument("--random-seed", type=int, default=None, metavar="S",
+                       help="write random weights of seed S instead of downloading")
+    fetch.set_defaults(handler=_fetch_weights)
+
+    clf = verbs.add_parser(
+        "train-classifier", help="train the digits classifier of the demo's classifier FID",
+        description="Train a small CNN on a stratified 75% split of scikit-learn's 8x8 digits "
+                    "(seconds on a CPU), report its test accuracy, and write its state_dict and "
+                    "config; its penultimate layer is the `classifier` FID backend's features.")
+    clf.add_argument("--out", required=True, type=Path, metavar="classifier.pt", help="where to write it")
+    clf.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    clf.add_argument("--epochs", type=int, default=30, help="default: %(default)s")
+    clf.set_defaults(handler=_train_classifier)
 
     launch = verbs.add_parser(
         "launch", help="run a verb on several processes: torchrun here, or a SLURM job",
@@ -207,7 +328,7 @@ def parser(full_help: bool = False) -> argparse.ArgumentParser:
     launch.add_argument("--no-wait", action="store_true", help="submit and return at once")
     launch.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- VERB ARGS",
                         help="the fdrl verb to run and its arguments")
-    launch.set_defaults(run=_launch)
+    launch.set_defaults(handler=_launch)
 
     profiles = verbs.add_parser(
         "profiles", help="link the Snakemake profiles into ~/.config/snakemake",
@@ -217,7 +338,7 @@ def parser(full_help: bool = False) -> argparse.ArgumentParser:
     profiles.add_argument("--to", type=Path, default=None, metavar="DIR",
                           help="profile folder (default: $XDG_CONFIG_HOME/snakemake or "
                                "~/.config/snakemake)")
-    profiles.set_defaults(run=_profiles)
+    profiles.set_defaults(handler=_profiles)
     return top
 
 
@@ -233,7 +354,12 @@ def main(argv: list[str] | None = None) -> int:
             top.error(f"unrecognized arguments: {' '.join(extra)}")
         args.inputs += extra
     try:
-        return args.run(args) or 0
+        return args.handler(args) or 0
     except FdrlError as err:
         print(f"fdrl {args.verb}: error: {err}", file=sys.stderr)
         return 1
+    finally:
+        # Leave the process group before exit: a rank that exits inside it (gloo's threads still
+        # up) can be aborted by std::terminate, failing the whole torchrun job.
+        if "fdrl.distributed" in sys.modules:
+            sys.modules["fdrl.distributed"].shutdown()

@@ -68,8 +68,10 @@ def torchrun(argv: list[str], res: Resources) -> int:
     if res.nodes != 1:
         raise FdrlError("torchrun launches on this machine only; use --launcher submitit for "
                         f"{res.nodes} nodes")
+    # `--` keeps torchrun's parser off the verb's options: it would take `--run` for its own
+    # `--run-path` (argparse prefix matching), and fail.
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           "--nproc_per_node", str(res.tasks_per_node), "-m", "fdrl", *argv]
+           "--nproc_per_node", str(res.tasks_per_node), "-m", "fdrl", "--", *argv]
     return subprocess.run(cmd).returncode
 
 

@@ -55,7 +55,7 @@ class Moments:
         return mean, self.outer.div_(self.count).addr_(mean, mean, alpha=-1)
 
 
-def _folder(shards: list[str]) -> tuple[Path, list[Path] | None]:
+def resolve_shards(shards: list[str]) -> tuple[Path, list[Path] | None]:
     """The shard folder, and the chosen tar files if individual ones were named."""
     paths = [Path(s) for s in shards]
     if len(paths) == 1 and (paths[0].is_dir() or paths[0].name == "manifest.json"):
@@ -72,7 +72,7 @@ def fit_prior(shards: list[str], out: str | os.PathLike, block_rows: int | None 
               moments_out: str | os.PathLike | None = None) -> GaussianPrior | None:
     """Fits N(mu_D, Sigma_D + 1e-4 I) to the shards' images on every rank; rank 0 writes `out`
     (and, if asked, the float64 mean and covariance to `moments_out`)."""
-    folder, files = _folder(shards)
+    folder, files = resolve_shards(shards)
     manifest = load_manifest(folder)
     verify(folder, files)  # every shard present and intact before any heavy work
     dist = distributed.init(device)

@@ -40,6 +40,7 @@ wildcard_constraints:
     experiment=one_of(TOYS),
     dataset=one_of(DATASET_SHAPES),
     run="[A-Za-z0-9_.-]+",
+    chunk="[0-9]{4}",
     table=one_of(CODE_TABLES),
 
 
@@ -116,6 +117,14 @@ def train_options(wildcards, input):
 def train_resources(wildcards):
     """Threads, GPUs, memory and runtime of a run's job (config["train_resources"])."""
     return config["train_resources"]
+
+
+def chunk_seeds(chunk):
+    """The seeds of sample chunk `chunk`: chunk_size consecutive ones, the last chunk shorter."""
+    size = config["sampling"]["chunk_size"]
+    first = chunk * size
+    last = min(first + size, config["sampling"]["n_samples"]) - 1
+    return f"{first}-{last}"
 
 
 def scaled(paper, demo, smoke):

@@ -1,0 +1,111 @@
+"""The digits classifier behind the demo's "classifier FID" (DESIGN.md sec. 10).
+
+Inception features of 8x8 digits blown up to 299x299 say little, so the demo measures FID in the
+penultimate layer of a small CNN trained here on scikit-learn's digits: a "classifier FID",
+always named so, never an Inception FID. Training is seeded and takes seconds on one CPU core;
+the file holds a state_dict and a plain config (ints, floats, strings), loadable with
+`torch.load(..., weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from fdrl.errors import FdrlError
+from fdrl.io import atomic_path
+
+ARCH = "digits-cnn"
+IMAGE_SHAPE = (1, 8, 8)
+
+
+class DigitsClassifier(nn.Module):
+    """Three 3x3 convolutions and two poolings (8x8 -> 2x2), a `feature_dim` layer, 10 logits."""
+
+    def __init__(self, feature_dim: int = 64, channels: int = 32):
+        super().__init__()
+        c = channels
+        self.body = nn.Sequential(
+            nn.Conv2d(1, c, 3, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(c, 2 * c, 3, padding=1), nn.LeakyReLU(0.2), nn.MaxPool2d(2),
+            nn.Conv2d(2 * c, 2 * c, 3, padding=1), nn.LeakyReLU(0.2), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(2 * c * 4, feature_dim), nn.LeakyReLU(0.2))
+        self.head = nn.Linear(feature_dim, 10)
+
+    def features(self, x: Tensor) -> Tensor:
+        """The penultimate layer: what the classifier FID compares."""
+        return self.body(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+
+def preprocess(images: Tensor) -> Tensor:
+    """uint8 images (B, 1, 8, 8) -> float in [-1, 1], the range the flow's samples live in."""
+    return images.float() / 127.5 - 1
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    """The digits exactly as `fdrl shard --dataset digits` stores them (uint8), and labels."""
+    from fdrl.datasets import dataset
+
+    src = dataset("digits").source("unused")
+    return np.stack([src[i][0] for i in range(len(src))]), np.array([src[i][1] for i in range(len(src))])
+
+
+def _accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).double().mean().item()
+
+
+def train_classifier(out: str | os.PathLike, seed: int = 0, epochs: int = 30, batch: int = 64,
+                     lr: float = 1e-3, test_fraction: float = 0.25, feature_dim: int = 64) -> dict:
+    """Trains the classifier on a stratified train split of the digits, writes `out` (state_dict
+    and config, with the test accuracy) atomically, and returns the config."""
+    from sklearn.model_selection import train_test_split
+
+    images, labels = _digits()
+    train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=test_fraction,
+                                           random_state=seed, stratify=labels)
+    x, y = preprocess(torch.from_numpy(images)), torch.from_numpy(labels).long()
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = DigitsClassifier(feature_dim)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    xtr, ytr = x[train_idx], y[train_idx]
+    for _ in range(epochs):
+        for idx in torch.randperm(len(xtr), generator=g).split(batch):
+            loss = nn.functional.cross_entropy(model(xtr[idx]), ytr[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    config = {"arch": ARCH, "feature_dim": feature_dim, "image_shape": list(IMAGE_SHAPE),
+              "seed": seed, "epochs": epochs, "batch": batch, "lr": lr,
+              "train_size": len(train_idx), "test_size": len(test_idx),
+              "train_accuracy": _accuracy(model, xtr, ytr),
+              "test_accuracy": _accuracy(model, x[test_idx], y[test_idx])}
+    with atomic_path(out) as tmp:
+        torch.save({"state_dict": model.state_dict(), "config": config}, tmp)
+    return config
+
+
+def load_classifier(path: str | os.PathLike) -> tuple[DigitsClassifier, dict]:
+    """The classifier in eval mode, and its config; a file of another kind is a clear error."""
+    path = Path(path)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        config = blob["config"]
+        if config["arch"] != ARCH:
+            raise KeyError("arch")
+        model = DigitsClassifier(config["feature_dim"])
+        model.load_state_dict(blob["state_dict"])
+    except Exception as err:  # unpickling, missing keys and shape mismatches all mean the same
+        raise FdrlError(f"{path} is not a digits classifier of `fdrl train-classifier` ({err!r:.200}); "
+                        "rewrite it with `fdrl train-classifier --out FILE`") from None
+    return model.eval(), config

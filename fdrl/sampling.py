@@ -1,0 +1,133 @@
+"""`fdrl sample`: Algorithm 2 with a trained run's EMA weights, addressed by seeds.
+
+Prior draw and flow noise of image i come from a generator seeded by seed i alone
+(`PerSampleNoise`), so image i is the same whatever the batch it is drawn in, the chunk it is
+written to, or the number of processes. Images are flowed K + kappa steps (Sec. 4.1), clamped to
+[-1, 1], and written as uint8 NHWC with their seeds (`images`, `seeds` in a .npz chunk).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from fdrl import distributed
+from fdrl.checkpoint import load_final
+from fdrl.divergences import Divergence, pairing
+from fdrl.errors import FdrlError
+from fdrl.flow import FlowParams, flow, trajectory, ratio_potential, frozen
+from fdrl.io import atomic_path
+from fdrl.nets import build_network
+from fdrl.noise import PerSampleNoise
+from fdrl.train import build_prior, config_from_mapping
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`0-999`, `5`, `0-9,20,30-32` as a list of seeds (ranges inclusive)."""
+    seeds = []
+    try:
+        for part in text.split(","):
+            lo, sep, hi = part.strip().partition("-")
+            seeds += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+    except ValueError:
+        raise FdrlError(f"--seeds takes ranges and numbers like 0-999 or 0-9,20; not {text!r}") from None
+    if not seeds or min(seeds) < 0:
+        raise FdrlError(f"--seeds {text!r} names no non-negative seed")
+    return seeds
+
+
+@dataclass
+class Sampler:
+    """A trained run, ready to flow prior samples: EMA network, prior, divergence, flow params."""
+
+    model: nn.Module
+    prior: object
+    divergence: Divergence
+    params: FlowParams
+    device: torch.device
+
+    @classmethod
+    def load(cls, run: str | os.PathLike, device: torch.device, steps: int | None = None) -> "Sampler":
+        """The run's final.pt; `steps` overrides K + kappa (Fig. 5 varies it)."""
+        state = load_final(Path(run) / "final.pt", device)
+        cfg = config_from_mapping(state["config"], f"{run}/final.pt")
+        shape = tuple(state["image_shape"])
+        model = build_network(cfg.network, in_channels=shape[0], spectral_norm=cfg.spectral_norm,
+                              self_attention=cfg.self_attention).to(device)
+        model.load_state_dict(state["ema"])
+        steps = cfg.sample_steps if steps is None else steps
+        if steps < 0:
+            raise FdrlError(f"--steps must not be negative, got {steps}")
+        return cls(model.eval(), build_prior(cfg, shape, device), pairing(cfg.pairing).divergence,
+                   FlowParams(steps, cfg.eta, cfg.nu), device)
+
+    def prior_samples(self, seeds: list[int]) -> tuple[Tensor, PerSampleNoise]:
+        """x_0 of each seed, and the noise that continues each seed's stream."""
+        noise = PerSampleNoise(seeds, self.device)
+        return self.prior.sample(len(seeds), noise), noise
+
+    def generate(self, seeds: list[int]) -> Tensor:
+        """Algorithm 2 for these seeds: images in [-1, 1], (N, C, H, W)."""
+        x0, noise = self.prior_samples(seeds)
+        return flow(self.model, x0, self.divergence, self.params, noise).clamp(-1, 1)
+
+    def process(self, seeds: list[int], every: int) -> list[Tensor]:
+        """x_0 and every `every`-th flow step up to K + kappa (Fig. 8), clamped for display."""
+        x0, noise = self.prior_samples(seeds)
+        frames = [x0]
+        with frozen(self.model):
+            potential = ratio_potential(self.model, self.divergence)
+            for k, x in enumerate(trajectory(potential, x0, self.params, noise), start=1):
+                if k % every == 0 or k == self.params.steps:
+                    frames.append(x.clamp(-1, 1))
+        return frames
+
+
+def to_uint8(x: Tensor) -> np.ndarray:
+    """Images in [-1, 1], (N, C, H, W), as uint8 NHWC (what FID and PNG files take)."""
+    return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def sample(run: str | os.PathLike, seeds: list[int], out: str | os.PathLike, batch: int = 256,
+           steps: int | None = None, device: str | None = None) -> None:
+    """Generates the images of `seeds` into the chunk `out`; under torchrun ranks split the seeds."""
+    d = distributed.init(device)
+    sampler = Sampler.load(run, d.device, steps)
+    mine = seeds[d.rank::d.world_size]
+    images = [to_uint8(sampler.generate(mine[i:i + batch])) for i in range(0, len(mine), batch)]
+    local = np.concatenate(images) if images else np.zeros((0, *_nhwc(sampler)), np.uint8)
+    parts = [(mine, local)]
+    if d.world_size > 1:
+        parts = [None] * d.world_size
+        torch.distributed.all_gather_object(parts, (mine, local))
+    if d.is_main:
+        order = np.argsort(np.concatenate([np.asarray(s, dtype=np.int64) for s, _ in parts]), kind="stable")
+        all_seeds = np.concatenate([np.asarray(s, dtype=np.int64) for s, _ in parts])[order]
+        all_images = np.concatenate([im for _, im in parts])[order]
+        with atomic_path(out) as tmp, open(tmp, "wb") as f:
+            np.savez(f, images=all_images, seeds=all_seeds)
+    distributed.barrier()
+
+
+def _nhwc(sampler: Sampler) -> tuple[int, int, int]:
+    c, h, w = sampler.prior.shape
+    return h, w, c
+
+
+def load_chunks(paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The images (uint8 NHWC) and seeds of sample chunks, concatenated in the order given."""
+    images, seeds = [], []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FdrlError(f"no sample chunk at {path}: run `fdrl sample` first")
+        with np.load(path, allow_pickle=False) as chunk:
+            if "images" not in chunk or chunk["images"].dtype != np.uint8 or chunk["images"].ndim != 4:
+                raise FdrlError(f"{path} is not a sample chunk (uint8 NHWC `images` with `seeds`)")
+            images.append(chunk["images"])
+            seeds.append(chunk["seeds"])
+    return np.concatenate(images), np.concatenate(seeds)

@@ -1,0 +1,267 @@
+"""FID: the Frechet distance against pytorch-fid and clean-fid, reference statistics, the three
+backends end to end (Inception with seeded random weights made here), and the clear errors."""
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fdrl.cli import main
+from fdrl.datasets import dataset
+from fdrl.errors import FdrlError
+from fdrl.features import (CLEAN_FID_FILE, PYTORCH_FID_FILE, load_extractor, resolve_weights,
+                           sha256, write_random_weights)
+from fdrl.fid import FeatureStats, fid, fid_ref, frechet_distance, load_reference, write_reference
+from fdrl.shards import shard
+
+
+def digits_nhwc():
+    src = dataset("digits").source("unused")
+    return np.stack([src[i][0] for i in range(len(src))]).transpose(0, 2, 3, 1)
+
+
+def write_chunk(path, images, seeds=None):
+    np.savez(path, images=images, seeds=np.arange(len(images)) if seeds is None else seeds)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits")
+    shard("digits", "unused", out, shard_size=400)
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_digits(tmp_path_factory):
+    """Shards of 32 images: Inception at 299 x 299 takes about 0.35 s an image on 2 CPU cores."""
+    out = tmp_path_factory.mktemp("small_digits")
+    shard("digits", "unused", out, shard_size=32)
+    return out
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    path = tmp_path_factory.mktemp("classifier") / "classifier.pt"
+    assert main(["train-classifier", "--out", str(path)]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def random_weights(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("weights")
+    write_random_weights(folder, seed=0)
+    return folder
+
+
+def features(n, d, shift, seed):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) / np.sqrt(d) + shift
+
+
+# --- the Frechet distance --------------------------------------------------------------------
+
+def test_frechet_distance_equals_pytorch_fid_and_clean_fid():
+    from cleanfid.fid import fid_from_feats, frechet_distance as clean_fd
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    f1, f2 = features(400, 32, 0.0, 1), features(300, 32, 0.3, 2)
+    stats = [(f.mean(0), np.cov(f, rowvar=False)) for f in (f1, f2)]
+    ours = frechet_distance(*stats[0], *stats[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # their sqrtm(disp=False)
+        theirs = [calculate_frechet_distance(*stats[0], *stats[1]),
+                  clean_fd(*stats[0], *stats[1]), fid_from_feats(f1, f2)]
+    assert ours > 1
+    np.testing.assert_allclose(theirs, ours, rtol=1e-12)
+
+
+def test_equal_covariances_give_the_squared_distance_of_the_means():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(16, 16))
+    sigma = a @ a.T + np.eye(16)
+    mu1, mu2 = rng.normal(size=16), rng.normal(size=16)
+    assert frechet_distance(mu1, sigma, mu2, sigma) == pytest.approx(np.sum((mu1 - mu2) ** 2), rel=1e-9)
+    assert abs(frechet_distance(mu1, sigma, mu1, sigma)) < 1e-9
+
+
+def test_streamed_statistics_equal_numpy_mean_and_covariance():
+    f = features(257, 24, 5.0, 3)
+    stats = FeatureStats(24, torch.device("cpu"))
+    for batch in np.array_split(f, 5):
+        stats.add(torch.from_numpy(batch).float())
+    mean, cov = stats.mean_and_covariance()
+    f32 = f.astype(np.float32).astype(np.float64)
+    np.testing.assert_allclose(mean, f32.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(cov, np.cov(f32, rowvar=False), rtol=1e-9, atol=1e-12)
+
+
+# --- the classifier backend ------------------------------------------------------------------
+
+def test_classifier_is_accurate_and_deterministic(classifier, tmp_path):
+    blob = torch.load(classifier, weights_only=True)
+    assert blob["config"]["test_accuracy"] > 0.95 and blob["config"]["test_size"] == 450
+    again = tmp_path / "again.pt"
+    assert main(["train-classifier", "--out", str(again)]) == 0
+    second = torch.load(again, weights_only=True)["state_dict"]
+    assert all(torch.equal(v, second[k]) for k, v in blob["state_dict"].items())
+
+
+def test_classifier_fid_end_to_end(digits, classifier, tmp_path):
+    ref = tmp_path / "ref.npz"
+    args = ["--backend", "classifier", "--weights", str(classifier), "--device", "cpu"]
+    assert main(["fid-ref", "--shards", str(digits), "--out", str(ref), *args]) == 0
+    r = load_reference(ref)
+    assert (r["count"], r["mu"].shape, r["backend"]) == (1797, (64,), "classifier")
+    assert r["sigma"].dtype == np.float64 and r["dataset"] == "digits"
+    images = digits_nhwc()
+    noise = np.random.default_rng(0).integers(0, 256, images[:500].shape, dtype=np.uint8)
+    values = {}
+    for name, imgs in (("self", images), ("half", images[:900]), ("noise", noise)):
+        out = tmp_path / f"{name}.json"
+        assert main(["fid", "--samples", write_chunk(tmp_path / f"{name}.npz", imgs), "--ref",
+                     str(ref), "--out", str(out), *args]) == 0
+        values[name] = json.loads(out.read_text())
+    assert abs(values["self"]["fid"]) < 1e-6  # a set against itself
+    assert values["half"]["fid"] < values["noise"]["fid"] / 50
+    v = values["half"]
+    assert v["feature_extractor"].startswith("classifier") and "Inception" not in v["feature_extractor"]
+    assert (v["n_images"], v["reference"], v["weights_sha256"]) == (900, str(ref), sha256(classifier))
+
+
+def test_fid_ref_and_fid_with_two_gloo_processes_match_one(digits, classifier, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    chunks = [write_chunk(tmp_path / f"c{i}.npz", digits_nhwc()[i * 301:(i + 1) * 301],
+                          np.arange(i * 301, (i + 1) * 301)) for i in range(2)]
+    common = ["--backend", "classifier", "--weights", str(classifier), "--device", "cpu"]
+    for nproc in (1, 2):
+        for verb in (["fid-ref", "--shards", str(digits), "--out", str(tmp_path / f"ref{nproc}.npz")],
+                     ["fid", "--samples", *chunks, "--ref", str(tmp_path / f"ref{nproc}.npz"),
+                      "--out", str(tmp_path / f"fid{nproc}.json")]):
+            proc = subprocess.run(
+                [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                 str(nproc), "-m", "fdrl", *verb, *common],
+                capture_output=True, text=True, env=env, timeout=300)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = load_reference(tmp_path / "ref1.npz"), load_reference(tmp_path / "ref2.npz")
+    np.testing.assert_allclose(two["sigma"], one["sigma"], rtol=1e-9, atol=1e-12)
+    fids = [json.loads((tmp_path / f"fid{n}.json").read_text()) for n in (1, 2)]
+    assert fids[0]["n_images"] == fids[1]["n_images"] == 602
+    assert fids[1]["fid"] == pytest.approx(fids[0]["fid"], rel=1e-6)  # float32 features, other batches
+
+
+# --- the Inception backends, with seeded random weights made here -----------------------------
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Matrix is singular")  # 16 images, 2048 features
+@pytest.mark.parametrize("backend", ["pytorch-fid", "clean-fid"])
+def test_inception_backend_end_to_end_with_random_weights(backend, small_digits, random_weights, tmp_path):
+    ref, out = tmp_path / "ref.npz", tmp_path / "fid.json"
+    args = ["--backend", backend, "--weights", str(random_weights), "--device", "cpu", "--batch", "16"]
+    shards = str(small_digits / "train-000000.tar")  # 32 images
+    assert main(["fid-ref", "--shards", shards, "--out", str(ref), *args]) == 0
+    chunk = write_chunk(tmp_path / "chunk.npz", digits_nhwc()[100:116])
+    assert main(["fid", "--samples", chunk, "--ref", str(ref), "--out", str(out), *args]) == 0
+    result = json.loads(out.read_text())
+    weights = random_weights / {"pytorch-fid": PYTORCH_FID_FILE, "clean-fid": CLEAN_FID_FILE}[backend]
+    assert result["backend"] == backend and result["weights"] == str(weights)
+    assert result["weights_sha256"] == sha256(weights) and result["weights_kind"] == "random"
+    assert "RANDOM weights, seed 0" in result["feature_extractor"]
+    assert (result["n_images"], result["reference_n_images"], result["reference"]) == (16, 32, str(ref))
+    assert np.isfinite(result["fid"]) and result["fid"] > 0
+    r = load_reference(ref)
+    assert r["mu"].shape == (2048,) and r["sigma"].shape == (2048, 2048) and r["count"] == 32
+
+
+@pytest.mark.slow
+def test_inception_features_equal_the_libraries_own_image_pipelines(random_weights, tmp_path):
+    """Our in-memory preprocessing gives the features the libraries compute from PNG files."""
+    from cleanfid.fid import get_files_features
+    from pytorch_fid.fid_score import get_activations
+
+    images = digits_nhwc()[:4]
+    files = []
+    for i, img in enumerate(images):
+        files.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(img[:, :, 0]).save(files[-1])
+    batch = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+    pt = load_extractor("pytorch-fid", random_weights)
+    theirs = get_activations(files, pt.model, batch_size=4, dims=2048, device="cpu", num_workers=0)
+    np.testing.assert_allclose(pt(batch).numpy(), theirs, rtol=1e-5, atol=1e-6)
+    clean = load_extractor("clean-fid", random_weights)
+    theirs = get_files_features(files, model=clean.model, num_workers=0, batch_size=4, device="cpu",
+                                mode="clean", verbose=False)
+    np.testing.assert_allclose(clean(batch).numpy(), theirs, rtol=1e-5, atol=1e-6)
+
+
+# --- clear errors -----------------------------------------------------------------------------
+
+def test_missing_inception_weights_name_every_place_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(FdrlError) as err:
+        resolve_weights("pytorch-fid", None)
+    assert str(tmp_path / "torch" / "hub" / "checkpoints" / PYTORCH_FID_FILE) in str(err.value)
+    assert "fdrl fetch-weights" in str(err.value)
+    (tmp_path / "staged").mkdir()
+    with pytest.raises(FdrlError, match=f"{tmp_path}/staged/{CLEAN_FID_FILE}.*fetch-weights"):
+        resolve_weights("clean-fid", tmp_path / "staged")
+    with pytest.raises(FdrlError, match="train-classifier"):
+        resolve_weights("classifier", None)
+
+
+def test_missing_weights_through_the_command(small_digits, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    code = main(["fid-ref", "--shards", str(small_digits), "--backend", "pytorch-fid",
+                 "--out", str(tmp_path / "ref.npz"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 1 and "fdrl fid-ref: error:" in err and "fetch-weights" in err
+    assert not (tmp_path / "ref.npz").exists()
+
+
+def test_fetch_weights_offline_is_a_clear_error(tmp_path, monkeypatch):
+    import urllib.error
+
+    from fdrl.features import fetch_weights
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(FdrlError, match="machine with internet"):
+        fetch_weights(tmp_path)
+
+
+def test_a_reference_of_another_backend_or_extractor_is_refused(digits, classifier, tmp_path):
+    ref = tmp_path / "ref.npz"
+    fid_ref([str(digits)], "classifier", ref, classifier, device="cpu")
+    chunk = write_chunk(tmp_path / "c.npz", digits_nhwc()[:64])
+    with pytest.raises(FdrlError, match="made with backend classifier, not pytorch-fid"):
+        fid([chunk], ref, "pytorch-fid", tmp_path / "f.json", device="cpu")
+    r = load_reference(ref)
+    other = tmp_path / "other.npz"
+    meta = {k: v for k, v in r.items() if k not in ("mu", "sigma", "count")}
+    write_reference(other, r["mu"], r["sigma"], r["count"], {**meta, "weights_sha256": "0" * 64})
+    with pytest.raises(FdrlError, match="another feature extractor"):
+        fid([chunk], other, "classifier", tmp_path / "f.json", classifier, device="cpu")
+    assert not (tmp_path / "f.json").exists()
+
+
+def test_bad_sample_chunks_are_refused_before_any_work(digits, classifier, tmp_path):
+    ref = tmp_path / "ref.npz"
+    fid_ref([str(digits)], "classifier", ref, classifier, device="cpu")
+    images = digits_nhwc()[:32]
+    cases = {
+        "uint8": [write_chunk(tmp_path / "float.npz", images.astype(np.float32) / 255)],
+        "twice": [write_chunk(tmp_path / "a.npz", images)] * 2,
+        "was made from": [write_chunk(tmp_path / "rgb.npz", np.zeros((4, 32, 32, 3), np.uint8))],
+        "seeds": [write_chunk(tmp_path / "seeds.npz", images, np.arange(3))],
+    }
+    for message, chunks in cases.items():
+        with pytest.raises(FdrlError, match=message):
+            fid(chunks, ref, "classifier", tmp_path / "f.json", classifier, device="cpu")

@@ -1,0 +1,73 @@
+"""`fdrl sample` (Algorithm 2): image i is a function of seed i alone."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from fdrl.errors import FdrlError
+from fdrl.noise import PerSampleNoise
+from fdrl.prior_fit import fit_prior
+from fdrl.sampling import Sampler, load_chunks, parse_seeds, sample, to_uint8
+from fdrl.shards import shard
+from fdrl.train import load_config, train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sampling")
+    shard("digits", "unused", root / "shards", shard_size=1000)
+    fit_prior([str(root / "shards")], root / "prior.pt", device="cpu")
+    sets = {"data": root / "shards", "prior": "data", "prior_path": root / "prior.pt",
+            "network": "mlp_digits", "steps": 3, "batch": 8, "flow_steps": 3, "sample_steps": 5,
+            "log_every": 1, "sample_every": 3, "checkpoint_every": 3}
+    train(load_config(None, [f"{k}={v}" for k, v in sets.items()]), root / "run", device="cpu")
+    return root / "run"
+
+
+def test_an_image_depends_on_its_seed_alone(run, tmp_path):
+    sample(run, list(range(10)), tmp_path / "all.npz", batch=10, device="cpu")
+    sample(run, list(range(10)), tmp_path / "small.npz", batch=3, device="cpu")
+    sample(run, list(range(4)), tmp_path / "a.npz", device="cpu")
+    sample(run, list(range(4, 10)), tmp_path / "b.npz", device="cpu")
+    whole, seeds = load_chunks([str(tmp_path / "all.npz")])
+    assert whole.shape == (10, 8, 8, 1) and whole.dtype == np.uint8 and seeds.tolist() == list(range(10))
+    assert np.array_equal(load_chunks([str(tmp_path / "small.npz")])[0], whole)
+    assert np.array_equal(load_chunks([str(tmp_path / "a.npz"), str(tmp_path / "b.npz")])[0], whole)
+
+
+def test_two_processes_write_the_same_chunk(run, tmp_path):
+    sample(run, list(range(10)), tmp_path / "one.npz", device="cpu")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "fdrl", "--", "sample", "--run", str(run), "--seeds", "0-9", "--out",
+         str(tmp_path / "two.npz"), "--device", "cpu"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    one, two = (load_chunks([str(tmp_path / f)]) for f in ("one.npz", "two.npz"))
+    assert np.array_equal(one[0], two[0]) and np.array_equal(one[1], two[1])
+
+
+def test_zero_flow_steps_give_the_clamped_prior(run):
+    sampler = Sampler.load(run, torch.device("cpu"), steps=0)
+    x0, _ = sampler.prior_samples([7, 8])
+    assert np.array_equal(to_uint8(sampler.generate([7, 8])), to_uint8(x0.clamp(-1, 1)))
+    flowed = Sampler.load(run, torch.device("cpu"))
+    assert flowed.params.steps == 5 and not np.array_equal(to_uint8(flowed.generate([7, 8])), to_uint8(x0))
+    frames = flowed.process([7, 8], every=2)
+    assert len(frames) == 1 + 3 and torch.equal(frames[-1], flowed.generate([7, 8]))
+
+
+def test_seed_ranges():
+    assert parse_seeds("0-3,7,10-11") == [0, 1, 2, 3, 7, 10, 11]
+    with pytest.raises(FdrlError, match="--seeds takes ranges"):
+        parse_seeds("a-b")
+
+
+def test_a_missing_run_is_a_clear_error(tmp_path):
+    with pytest.raises(FdrlError, match="run `fdrl train` first"):
+        sample(tmp_path / "nothing", [0], tmp_path / "x.npz", device="cpu")
+    assert not (tmp_path / "x.npz").exists()
