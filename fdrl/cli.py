@@ -92,7 +92,8 @@ def _fid(args: argparse.Namespace) -> None:
 
 
 def _fetch_weights(args: argparse.Namespace) -> None:
-    from fdrl.features import fetch_weights, sha256, write_random_weights
+    from fdrl.features import fetch_weights, write_random_weights
+    from fdrl.io import sha256
 
     if args.random_seed is None:
         paths = fetch_weights(args.to)

@@ -17,7 +17,6 @@ Inception weights under the same names, marked so that every result computed wit
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -33,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from fdrl.errors import FdrlError
-from fdrl.io import atomic_path
+from fdrl.io import atomic_path, sha256
 
 PYTORCH_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"  # torch.hub name: SHA-256 prefix 6726825d
 CLEAN_FID_FILE = "inception-2015-12-05.pt"
@@ -64,14 +63,6 @@ class Extractor:
         return {"backend": self.backend, "feature_extractor": self.name, "feature_dim": self.dim,
                 "weights": str(self.weights), "weights_sha256": self.weights_sha256,
                 "weights_kind": self.weights_kind, **self.details}
-
-
-def sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def cache_dir(backend: str) -> Path:

@@ -12,7 +12,6 @@ refuses a reference made by another backend, extractor or weights file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import zipfile
@@ -24,7 +23,7 @@ from torch import Tensor
 
 from fdrl import distributed
 from fdrl.errors import FdrlError
-from fdrl.io import atomic_path, write_text_atomic
+from fdrl.io import atomic_path, sha256, write_text_atomic
 
 # What must agree between a reference and the features it is compared with.
 IDENTITY = ("backend", "feature_extractor", "weights_sha256")
@@ -86,10 +85,6 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
                             f"{np.abs(covmean.imag).max():.3g}); too few images for the feature size?")
         covmean = covmean.real
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
-
-
-def _sha256(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def write_reference(out: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray, count: int,
@@ -248,7 +243,7 @@ def fid(samples: list[str | os.PathLike], ref_path: str | os.PathLike, backend: 
         value = frechet_distance(mu, sigma, ref["mu"], ref["sigma"])
         result = {"fid": value, **extractor.describe(), "n_images": n,
                   "samples": [str(p) for p in samples], "reference": str(ref_path),
-                  "reference_sha256": _sha256(ref_path), "reference_n_images": ref["count"],
+                  "reference_sha256": sha256(ref_path), "reference_n_images": ref["count"],
                   "reference_dataset": ref.get("dataset")}
         write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     distributed.barrier()

@@ -10,7 +10,6 @@ with a manifest is complete.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -22,7 +21,7 @@ import numpy as np
 
 from fdrl.datasets import Source, dataset
 from fdrl.errors import FdrlError
-from fdrl.io import atomic_path, write_text_atomic
+from fdrl.io import atomic_path, sha256, write_text_atomic
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -33,15 +32,6 @@ def encode_png(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=6)
     return buf.getvalue()
-
-
-def sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_shard(source: Source, path: Path, indices: range, shape: tuple[int, ...]) -> dict:
