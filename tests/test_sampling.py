@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from fdrl.errors import FdrlError
-from fdrl.noise import PerSampleNoise
 from fdrl.prior_fit import fit_prior
 from fdrl.sampling import Sampler, load_chunks, parse_seeds, sample, to_uint8
 from fdrl.shards import shard

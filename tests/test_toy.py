@@ -15,7 +15,7 @@ from fdrl.errors import FdrlError
 from fdrl.figures import FIGURES
 from fdrl.profiles import install
 from fdrl.tables import TABLES
-from fdrl.toy import EXPERIMENTS, GaussianToy, SwissRollToy, energy_distance, run_toy
+from fdrl.toy import EXPERIMENTS, SwissRollToy, energy_distance, run_toy
 
 TINY_GAUSSIANS = ["stale_steps=20", "fdrl_steps=12", "flow_steps=3", "far_flow_steps=5",
                   "n_particles=64", "batch=32"]
