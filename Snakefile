@@ -2,8 +2,7 @@
 #
 #   snakemake --profile cluster_profiles/local --configfile workflow/config/demo.yaml   # laptop, CPU
 #   snakemake results/table1.csv --profile cluster_profiles/slurm                      # cluster
-#
-# (the cluster command once Table 1's training and FID stages exist.)
+#   snakemake --report report.html [--configfile ...]      # every table and figure, with captions
 #
 # The stages live in workflow/rules/, one file each; helpers in workflow/rules/common.smk.
 
@@ -32,6 +31,8 @@ include: "workflow/rules/toy.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -161,19 +161,23 @@ def restore(state: dict, path: Path, model: nn.Module, ema: nn.Module,
 
 
 def save_final(path: str | os.PathLike, *, ema: nn.Module, step: int,
-               image_shape: tuple[int, ...], config: dict) -> None:
-    """Writes the sampling weights (EMA), the image shape and the resolved config, atomically."""
+               image_shape: tuple[int, ...], config: dict, dataset: str) -> None:
+    """Writes the sampling weights (EMA), the image shape, the training set's name and the
+    resolved config, atomically."""
     state = {"format": FORMAT, "step": step, "ema": ema.state_dict(),
-             "image_shape": list(image_shape), "config": config}
+             "image_shape": list(image_shape), "config": config, "dataset": dataset}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
 def load_final(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict:
-    """Reads `final.pt`: keys `ema` (state_dict), `step`, `image_shape`, `config`."""
+    """Reads `final.pt`: keys `ema` (state_dict), `step`, `image_shape`, `config`, `dataset`."""
     if not os.path.isfile(path):
         raise FdrlError(f"no trained weights at {path}: run `fdrl train` first")
     state = torch.load(path, map_location=device, weights_only=True)
     if not isinstance(state, dict) or state.get("format") != FORMAT or "ema" not in state:
         raise FdrlError(f"{path} is not an fdrl final.pt (format {FORMAT})")
+    if "dataset" not in state:
+        raise FdrlError(f"{path} was written by an older fdrl that did not record the training "
+                        "set's name; train the run again")
     return state

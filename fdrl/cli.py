@@ -10,8 +10,8 @@ from fdrl import __version__
 from fdrl.errors import FdrlError
 
 # Names only, so that `fdrl --help` and argument errors never wait for torch to import.
-TABLE_NAMES = ("table2", "table3", "toy")
-FIGURE_NAMES = ("fig2", "fig3", "fig10", "fig11")
+TABLE_NAMES = ("table1", "table2", "table3", "toy")
+FIGURE_NAMES = ("fig2", "fig3", "fig4", "fig5", "fig8", "fig9", "fig10", "fig11", "fig12")
 FID_BACKENDS = ("pytorch-fid", "clean-fid", "classifier")
 TOY_NAMES = ("stale_near", "stale_far", "fdrl_far", "swissroll_lsif-pearson", "swissroll_lr-kl",
              "swissroll_lr-js", "swissroll_lr-logd")
@@ -24,9 +24,16 @@ def _table(args: argparse.Namespace) -> None:
 
 
 def _figure(args: argparse.Namespace) -> None:
+    import inspect
+
     from fdrl.figures import FIGURES
 
-    FIGURES[args.name](args.inputs, args.out)
+    draw = FIGURES[args.name]
+    options = {k: getattr(args, k) for k in ("backend", "weights", "device") if getattr(args, k)}
+    refused = [k for k in options if k not in inspect.signature(draw).parameters]
+    if refused:
+        raise FdrlError(f"{args.name} takes no --{' or --'.join(refused)}; drop it")
+    draw(args.inputs, args.out, **options)
 
 
 def _toy(args: argparse.Namespace) -> None:
@@ -147,18 +154,30 @@ def parser(full_help: bool = False) -> argparse.ArgumentParser:
     verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     table = verbs.add_parser("table", help="write one of the paper's tables as CSV",
-                             description="Write a table as CSV: table2 and table3 from the code, "
-                                         "toy from the metrics.json files of `fdrl toy`.")
+                             description="Write a table as CSV: table1 from the FID results of "
+                                         "`fdrl fid` (plus the paper's cited rows), table2 and "
+                                         "table3 from the code, toy from the metrics.json files "
+                                         "of `fdrl toy`.")
     table.add_argument("name", choices=TABLE_NAMES, help="which table")
     table.add_argument("--out", required=True, metavar="FILE.csv", help="where to write it")
     table.add_argument("inputs", nargs="*", metavar="INPUT", help="files the table is built from")
     table.set_defaults(handler=_table)
 
-    figure = verbs.add_parser("figure", help="draw one of the paper's figures",
-                              description="Draw a figure from the files its experiments wrote.")
+    figure = verbs.add_parser(
+        "figure", help="draw one of the paper's figures",
+        description="Draw a figure from the files its experiments wrote. Inputs: fig2, fig3, "
+                    "fig10: `fdrl toy` samples.npz files, in panel order; fig11: prior.pt files; "
+                    "fig4: sample chunks of one run; fig5: FID results of one run at several "
+                    "flow lengths; fig8, fig9: a trained run folder; fig12: a sample chunk and "
+                    "the training shard folder (with --backend).")
     figure.add_argument("name", choices=FIGURE_NAMES, help="which figure")
     figure.add_argument("--out", required=True, metavar="FILE.png", help="where to write it")
-    figure.add_argument("inputs", nargs="+", metavar="INPUT", help="samples.npz files, in panel order")
+    figure.add_argument("inputs", nargs="+", metavar="INPUT", help="the files it is drawn from")
+    figure.add_argument("--backend", choices=FID_BACKENDS,
+                        help="fig12: the feature space of its panel (a)")
+    figure.add_argument("--weights", metavar="PATH", help="fig12: the backend's weights (as fdrl fid)")
+    figure.add_argument("--device", choices=("cpu", "cuda"),
+                        help="fig8, fig9, fig12: default cuda if available")
     figure.set_defaults(handler=_figure)
 
     toy = verbs.add_parser(

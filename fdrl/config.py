@@ -4,6 +4,8 @@ set from YAML files or `KEY=VALUE` strings (the command line, the workflow confi
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import types
 import typing
 from typing import TypeVar
@@ -88,3 +90,10 @@ def help_text(config: object) -> str:
         shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
         lines.append(f"  {field.name}={shown}  ({expected(types_[field.name])})")
     return "\n".join(lines)
+
+
+def config_hash(config: dict) -> str:
+    """A short fingerprint of a resolved config (12 hex digits of the SHA-256 of its sorted JSON):
+    tables name the exact settings each computed row came from."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

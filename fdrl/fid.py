@@ -7,7 +7,8 @@ each rank sums count, f and f f^T in float64, the sums are all-reduced and rank 
 covariance is the unbiased one (`np.cov`'s, which pytorch-fid and clean-fid use). A reference
 file is an .npz with `mu` and `sigma` (pytorch-fid's own names for saved statistics) and
 `count`, plus what made it: backend, feature extractor, its weights and their SHA-256. `fdrl fid`
-refuses a reference made by another backend, extractor or weights file.
+refuses a reference made by another backend, extractor or weights file. The result names the
+run, flow length and config hash the chunks were generated with (their `run_info`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import Tensor
 from fdrl import distributed
 from fdrl.errors import FdrlError
 from fdrl.io import atomic_path, sha256, write_text_atomic
+from fdrl.sampling import shared_run_info
 
 # What must agree between a reference and the features it is compared with.
 IDENTITY = ("backend", "feature_extractor", "weights_sha256")
@@ -225,6 +227,7 @@ def fid(samples: list[str | os.PathLike], ref_path: str | os.PathLike, backend: 
     from fdrl.features import load_extractor
 
     n, shape = check_samples(samples)
+    run = shared_run_info(samples)
     ref = load_reference(ref_path)
     check_reference(ref, ref_path, backend)
     ref_shape = tuple(json.loads(ref["image_shape"]))
@@ -243,7 +246,7 @@ def fid(samples: list[str | os.PathLike], ref_path: str | os.PathLike, backend: 
         result = {"fid": value, **extractor.describe(), "n_images": n,
                   "samples": [str(p) for p in samples], "reference": str(ref_path),
                   "reference_sha256": sha256(ref_path), "reference_n_images": ref["count"],
-                  "reference_dataset": ref.get("dataset")}
+                  "reference_dataset": ref.get("dataset"), "run": run}
         write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     distributed.barrier()
     return result

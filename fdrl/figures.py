@@ -1,4 +1,9 @@
-"""The paper's figures as PNG files, drawn from the files the experiments wrote."""
+"""The paper's figures as PNG files, drawn from the files the experiments wrote.
+
+The 2-D figures (2, 3, 10) read `fdrl toy`'s samples; Fig. 11 reads priors; Fig. 4 reads sample
+chunks and Fig. 5 FID results; Figs. 8 and 9 flow a trained run's prior samples themselves (a few
+images), and Fig. 12 searches the training shards for each sample's nearest images.
+"""
 
 from __future__ import annotations
 
@@ -138,6 +143,165 @@ def fig11(inputs: list[str], out: str, n: int = 8, seed: int = 0) -> None:
     _save(fig, out)
 
 
-FIGURES: dict[str, Callable[[list[str], str], None]] = {
-    "fig2": fig2, "fig3": fig3, "fig10": fig10, "fig11": fig11,
+def _grid(ax, images: np.ndarray, cols: int, title: str = "") -> None:
+    """uint8 NHWC images tiled `cols` per row, one pixel of white between them."""
+    n, h, w, c = images.shape
+    rows = -(-n // cols)
+    canvas = np.full(((h + 1) * rows - 1, (w + 1) * cols - 1, c), 255, np.uint8)
+    for i, img in enumerate(images):
+        r, k = divmod(i, cols)
+        canvas[r * (h + 1):r * (h + 1) + h, k * (w + 1):k * (w + 1) + w] = img
+    ax.imshow(canvas[..., 0] if c == 1 else canvas, cmap="gray", vmin=0, vmax=255,
+              interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def _run_title(info: dict | None) -> str:
+    if not info:
+        return ""
+    return (f"{info['run']}: {info['dataset']}, {info['prior']} prior, {info['pairing']}, "
+            f"{info['train_steps']} training steps, K + kappa = {info['steps']}")
+
+
+def fig4(inputs: list[str], out: str, n: int = 64) -> None:
+    """Fig. 4 (and 14-21): uncurated samples of one run, the first `n` seeds of its chunks."""
+    from fdrl.sampling import load_chunks
+
+    plt = _pyplot()
+    images, seeds, info = load_chunks(inputs)
+    images = images[np.argsort(seeds, kind="stable")][:n]
+    cols = int(np.ceil(np.sqrt(len(images))))
+    fig, ax = plt.subplots(figsize=(6, 6.3))
+    shown = np.sort(seeds)[:len(images)]
+    _grid(ax, images, cols, f"uncurated samples of seeds {shown[0]}-{shown[-1]}\n" + _run_title(info))
+    _save(fig, out)
+
+
+def fig5(inputs: list[str], out: str) -> None:
+    """Fig. 5: FID against the total flow length K + kappa, one model, one result per length."""
+    import json
+
+    plt = _pyplot()
+    points, runs, extractors = [], set(), set()
+    for path in inputs:
+        if not os.path.isfile(path):
+            raise FdrlError(f"no FID result at {path}: run `fdrl fid` for it first")
+        result = json.loads(Path(path).read_text())
+        run = result.get("run") or {}
+        if "steps" not in run:
+            raise FdrlError(f"{path} names no flow length: its samples were not made by `fdrl sample`")
+        points.append((run["steps"], result["fid"], run["flow_steps"]))
+        runs.add((run["run"], run["config_hash"]))
+        extractors.add(result["feature_extractor"])
+    if len(runs) != 1 or len(extractors) != 1:
+        raise FdrlError("fig5 takes FID results of one run and one feature extractor; got "
+                        f"runs {sorted(runs)} and extractors {sorted(extractors)}")
+    points.sort()
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    ax.plot([p[0] for p in points], [p[1] for p in points], "o-")
+    ax.axvline(points[0][2], c="k", ls="--", lw=1, label=f"K = {points[0][2]} (training)")
+    ax.set_xlabel("total flow length K + kappa")
+    ax.set_ylabel(f"FID ({next(iter(extractors))})", fontsize=8)
+    ax.set_title(f"{next(iter(runs))[0]}: FID against flow length", fontsize=9)
+    ax.legend(fontsize=8)
+    _save(fig, out)
+
+
+def _sampler(inputs: list[str], name: str, device: str | None):
+    import torch
+
+    from fdrl.sampling import Sampler
+
+    if len(inputs) != 1:
+        raise FdrlError(f"{name} takes one trained run folder (holding final.pt)")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return Sampler.load(inputs[0], torch.device(device))
+
+
+def fig8(inputs: list[str], out: str, device: str | None = None, rows: int = 6,
+         columns: int = 9) -> None:
+    """Fig. 8: the flow process, from a prior sample (left) to the K + kappa-th step (right)."""
+    from fdrl.sampling import to_uint8
+
+    plt = _pyplot()
+    sampler = _sampler(inputs, "fig8", device)
+    every = max(1, -(-sampler.params.steps // (columns - 1)))
+    frames = sampler.process(list(range(rows)), every)  # each (rows, C, H, W)
+    images = np.stack([to_uint8(f) for f in frames], axis=1)  # (rows, frames, H, W, C)
+    fig, ax = plt.subplots(figsize=(1.1 * len(frames), 1.2 * rows))
+    steps = [0, *range(every, sampler.params.steps, every), sampler.params.steps]
+    _grid(ax, images.reshape(-1, *images.shape[2:]), len(frames),
+          f"flow steps {', '.join(map(str, steps[:len(frames)]))} (left: prior)\n"
+          + _run_title(sampler.run_info))
+    _save(fig, out)
+
+
+def fig9(inputs: list[str], out: str, device: str | None = None, pairs: int = 4,
+         points: int = 10) -> None:
+    """Fig. 9: samples along the spherical path in prior space between two samples (the ends)."""
+    from fdrl.sampling import to_uint8
+
+    plt = _pyplot()
+    sampler = _sampler(inputs, "fig9", device)
+    rows = [to_uint8(sampler.interpolate(2 * i, 2 * i + 1, points)) for i in range(pairs)]
+    fig, ax = plt.subplots(figsize=(1.1 * points, 1.2 * pairs))
+    _grid(ax, np.concatenate(rows), points, "interpolation in prior space between seeds "
+          f"(0, 1), (2, 3), ...\n" + _run_title(sampler.run_info))
+    _save(fig, out)
+
+
+def nearest_neighbours(queries, batches, embed, k: int):
+    """The k training images nearest each query by L2 distance between `embed`dings, streamed
+    over `batches` of training images: (distances, indices into the concatenated batches), both
+    (queries, k), nearest first."""
+    import torch
+
+    keys = embed(queries)
+    dist = torch.zeros(len(queries), 0, dtype=keys.dtype)
+    index = torch.zeros(len(queries), 0, dtype=torch.long)
+    seen = 0
+    for batch in batches:
+        d = torch.cat([dist, torch.cdist(keys, embed(batch))], dim=1)
+        i = torch.cat([index, torch.arange(seen, seen + len(batch)).expand(len(queries), -1)], dim=1)
+        top = d.topk(min(k, d.shape[1]), largest=False)
+        dist, index, seen = top.values, i.gather(1, top.indices), seen + len(batch)
+    return dist, index
+
+
+def fig12(inputs: list[str], out: str, backend: str | None = None, weights: str | None = None,
+          device: str | None = None, queries: int = 8, neighbours: int = 10) -> None:
+    """Figs. 12-13: each sample's nearest training images by L2 distance, (a) in the backend's
+    feature space, (b) in pixel space. Inputs: a sample chunk, then the training shard folder."""
+    import torch
+
+    from fdrl.data import one_pass
+    from fdrl.features import load_extractor
+    from fdrl.sampling import load_chunks
+
+    plt = _pyplot()
+    if len(inputs) != 2 or backend is None:
+        raise FdrlError("fig12 takes a sample chunk and the training shard folder, and --backend "
+                        "(the feature space of panel a)")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    images, seeds, info = load_chunks(inputs[:1])
+    query = torch.from_numpy(images[np.argsort(seeds, kind="stable")][:queries]).permute(0, 3, 1, 2)
+    train = torch.cat([batch for _, batch in one_pass(inputs[1], batch=256)])
+    extractor = load_extractor(backend, weights, device)
+    spaces = {"features": (lambda x: extractor(x).double().cpu(), extractor.name),
+              "pixels": (lambda x: x.flatten(1).double(), "pixel space")}
+    fig, axes = plt.subplots(1, 2, figsize=(2.2 * (neighbours + 1), 1.1 * len(query) + 0.8))
+    for ax, tag, (embed, space) in zip(axes, "ab", spaces.values()):
+        _, index = nearest_neighbours(query, train.split(256), embed, neighbours)
+        grid = torch.cat([query[:, None], train[index]], dim=1)  # (queries, 1 + k, C, H, W)
+        _grid(ax, grid.flatten(0, 1).permute(0, 2, 3, 1).numpy(), grid.shape[1],
+              f"({tag}) nearest training images, {space} (left column: samples)\n"
+              + _run_title(info))
+    _save(fig, out)
+
+
+FIGURES: dict[str, Callable[..., None]] = {
+    "fig2": fig2, "fig3": fig3, "fig4": fig4, "fig5": fig5, "fig8": fig8, "fig9": fig9,
+    "fig10": fig10, "fig11": fig11, "fig12": fig12,
 }

@@ -96,3 +96,37 @@ class SlicedNoise:
         self._check(n)
         draw = torch.rand((self.global_n, *shape), generator=self.generator, device=self.device)
         return draw[self.rows]
+
+
+class InterpolationNoise:
+    """Noise of the spherical path between the noise of two seeds (Fig. 9).
+
+    Row j of every draw is cos(a_j) z_a + sin(a_j) z_b, where z_a and z_b are the draws of seed
+    a and seed b (each from its own generator, as `PerSampleNoise`) and a_j = pi/2 t_j. For
+    independent standard normals this is again exactly standard normal, so every row is a valid
+    sample; t = 0 and t = 1 reproduce seed a and seed b exactly. Uniform draws are interpolated
+    the same way through the normal quantile function (exactly U[0, 1) again).
+    """
+
+    def __init__(self, seed_a: int, seed_b: int, t: Tensor, device: torch.device | str = "cpu"):
+        self.ends = PerSampleNoise([seed_a, seed_b], device)
+        angle = (torch.pi / 2) * t.to(device=device, dtype=torch.float32)
+        self.cos, self.sin = torch.cos(angle), torch.sin(angle)
+
+    def _mix(self, z: Tensor) -> Tensor:
+        shape = (-1,) + (1,) * (z.dim() - 1)
+        return self.cos.view(shape) * z[:1] + self.sin.view(shape) * z[1:]
+
+    def _check(self, n: int) -> None:
+        if n != len(self.cos):
+            raise ValueError(f"asked for {n} samples from noise interpolated at {len(self.cos)} points")
+
+    def randn(self, n: int, shape: tuple[int, ...]) -> Tensor:
+        self._check(n)
+        return self._mix(self.ends.randn(2, shape))
+
+    def rand(self, n: int, shape: tuple[int, ...]) -> Tensor:
+        self._check(n)
+        normal = torch.distributions.Normal(0.0, 1.0)
+        u = self.ends.rand(2, shape).clamp(1e-7, 1 - 1e-7)
+        return normal.cdf(self._mix(normal.icdf(u))).clamp(0.0, 1.0 - 2**-24)

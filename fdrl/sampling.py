@@ -3,11 +3,14 @@
 Prior draw and flow noise of image i come from a generator seeded by seed i alone
 (`PerSampleNoise`), so image i is the same whatever the batch it is drawn in, the chunk it is
 written to, or the number of processes. Images are flowed K + kappa steps (Sec. 4.1), clamped to
-[-1, 1], and written as uint8 NHWC with their seeds (`images`, `seeds` in a .npz chunk).
+[-1, 1], and written as uint8 NHWC with their seeds (`images`, `seeds` in a .npz chunk), beside
+`run_info`: a JSON string naming the run, its training set, prior, pairing, step counts and config
+hash, which FID results and Table 1 carry on.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +21,13 @@ from torch import Tensor, nn
 
 from fdrl import distributed
 from fdrl.checkpoint import load_final
+from fdrl.config import config_hash
 from fdrl.divergences import Divergence, pairing
 from fdrl.errors import FdrlError
 from fdrl.flow import FlowParams, flow, trajectory, ratio_potential, frozen
 from fdrl.io import atomic_path
 from fdrl.nets import build_network
-from fdrl.noise import PerSampleNoise
+from fdrl.noise import InterpolationNoise, Noise, PerSampleNoise
 from fdrl.train import build_prior, config_from_mapping
 
 
@@ -50,6 +54,7 @@ class Sampler:
     divergence: Divergence
     params: FlowParams
     device: torch.device
+    run_info: dict
 
     @classmethod
     def load(cls, run: str | os.PathLike, device: torch.device, steps: int | None = None) -> "Sampler":
@@ -63,18 +68,32 @@ class Sampler:
         steps = cfg.sample_steps if steps is None else steps
         if steps < 0:
             raise FdrlError(f"--steps must not be negative, got {steps}")
+        info = {"run": cfg.name or Path(run).name, "dataset": state["dataset"], "prior": cfg.prior,
+                "pairing": cfg.pairing, "train_steps": int(state["step"]),
+                "flow_steps": cfg.flow_steps, "steps": steps,
+                "config_hash": config_hash(state["config"])}
         return cls(model.eval(), build_prior(cfg, shape, device), pairing(cfg.pairing).divergence,
-                   FlowParams(steps, cfg.eta, cfg.nu), device)
+                   FlowParams(steps, cfg.eta, cfg.nu), device, info)
 
     def prior_samples(self, seeds: list[int]) -> tuple[Tensor, PerSampleNoise]:
         """x_0 of each seed, and the noise that continues each seed's stream."""
         noise = PerSampleNoise(seeds, self.device)
         return self.prior.sample(len(seeds), noise), noise
 
+    def _flow(self, n: int, noise: Noise) -> Tensor:
+        x0 = self.prior.sample(n, noise)
+        return flow(self.model, x0, self.divergence, self.params, noise).clamp(-1, 1)
+
     def generate(self, seeds: list[int]) -> Tensor:
         """Algorithm 2 for these seeds: images in [-1, 1], (N, C, H, W)."""
-        x0, noise = self.prior_samples(seeds)
-        return flow(self.model, x0, self.divergence, self.params, noise).clamp(-1, 1)
+        return self._flow(len(seeds), PerSampleNoise(seeds, self.device))
+
+    def interpolate(self, seed_a: int, seed_b: int, points: int) -> Tensor:
+        """Images along the spherical path in prior space from seed a's sample to seed b's (Fig.
+        9): the prior draw and the flow noise are interpolated alike (`InterpolationNoise`), so
+        the ends are exactly the images `generate` makes for the two seeds."""
+        t = torch.linspace(0, 1, points)
+        return self._flow(points, InterpolationNoise(seed_a, seed_b, t, self.device))
 
     def process(self, seeds: list[int], every: int) -> list[Tensor]:
         """x_0 and every `every`-th flow step up to K + kappa (Fig. 8), clamped for display."""
@@ -110,7 +129,7 @@ def sample(run: str | os.PathLike, seeds: list[int], out: str | os.PathLike, bat
         all_seeds = np.concatenate([np.asarray(s, dtype=np.int64) for s, _ in parts])[order]
         all_images = np.concatenate([im for _, im in parts])[order]
         with atomic_path(out) as tmp, open(tmp, "wb") as f:
-            np.savez(f, images=all_images, seeds=all_seeds)
+            np.savez(f, images=all_images, seeds=all_seeds, run_info=np.array(json.dumps(sampler.run_info)))
     distributed.barrier()
 
 
@@ -119,8 +138,9 @@ def _nhwc(sampler: Sampler) -> tuple[int, int, int]:
     return h, w, c
 
 
-def load_chunks(paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The images (uint8 NHWC) and seeds of sample chunks, concatenated in the order given."""
+def load_chunks(paths: list[str]) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The images (uint8 NHWC) and seeds of sample chunks, concatenated in the order given, and
+    the run info they share (chunks of different runs or step counts are refused)."""
     images, seeds = [], []
     for path in paths:
         if not os.path.isfile(path):
@@ -130,4 +150,20 @@ def load_chunks(paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
                 raise FdrlError(f"{path} is not a sample chunk (uint8 NHWC `images` with `seeds`)")
             images.append(chunk["images"])
             seeds.append(chunk["seeds"])
-    return np.concatenate(images), np.concatenate(seeds)
+    return np.concatenate(images), np.concatenate(seeds), shared_run_info(paths)
+
+
+def chunk_run_info(path: str | os.PathLike) -> dict | None:
+    """The run info a chunk of `fdrl sample` carries (None for a chunk written otherwise)."""
+    with np.load(path, allow_pickle=False) as chunk:
+        return json.loads(str(chunk["run_info"])) if "run_info" in chunk else None
+
+
+def shared_run_info(paths: list[str | os.PathLike]) -> dict | None:
+    """The run info of chunks that must come from one run and one flow length."""
+    infos = [chunk_run_info(p) for p in paths]
+    if any(info != infos[0] for info in infos):
+        raise FdrlError(f"the sample chunks come from different runs or flow lengths "
+                        f"({', '.join(sorted({json.dumps(i, sort_keys=True) for i in infos}))}); "
+                        "give the chunks of one `fdrl sample` setting")
+    return infos[0] if infos else None

@@ -1,5 +1,5 @@
-"""The paper's tables as CSV: Table 2 and Table 3 computed from the code, and toy.csv
-collecting the metrics of the 2-D experiments."""
+"""The paper's tables as CSV: Table 1 from FID results, Table 2 and Table 3 computed from the
+code, and toy.csv collecting the metrics of the 2-D experiments."""
 
 from __future__ import annotations
 
@@ -12,13 +12,82 @@ from typing import Callable
 
 import torch
 
-from fdrl.divergences import DIVERGENCES, max_abs_error
+from fdrl.divergences import DIVERGENCES, max_abs_error, pairing
 from fdrl.errors import FdrlError
 from fdrl.io import write_text_atomic
 from fdrl.nets import RESNETS, build_resnet, count_parameters
 
 # Network outputs at which Table 2's f' is checked against df/dr: r from 2e-9 to 5e8 for LR.
 CHECK_OUTPUTS = torch.linspace(-20.0, 20.0, 4001, dtype=torch.float64)
+
+
+# Table 1's rows that the paper cites from other work: (method, family, reference, CIFAR10 FID,
+# CelebA FID); None where the paper gives no number. Reference numbers are the paper's.
+LITERATURE = [
+    ("IGEBM", "EBM", "[6] Du and Mordatch, 2019", 40.58, None),
+    ("SR-EBM", "EBM", "[24] Nijkamp et al., 2019", 44.50, 23.02),
+    ("LEBM", "EBM", "[25] Pang et al., 2020", 70.15, 37.87),
+    ("CoopNets", "EBM", "[36] Xie et al., 2018", 33.61, None),
+    ("VAEBM", "EBM", "[35] Xiao et al., 2020", 12.19, 5.31),
+    ("NCSN", "diffusion", "[30] Song and Ermon, 2019", 25.32, 26.89),
+    ("DDPM", "diffusion", "[13] Ho et al., 2020", 3.17, None),
+    ("WGAN-GP", "GAN", "[12] Gulrajani et al., 2017", 55.80, 30.00),
+    ("SNGAN", "GAN", "[19] Miyato et al., 2018", 21.70, None),
+    ("EPT", "gradient flow", "[10] Gao et al., 2019", 24.60, None),
+    ("JKO-Flow", "gradient flow", "[8] Fan et al., 2021", 23.70, None),
+    ("l-SWF", "gradient flow", "[5] Du et al., 2023", 59.70, 38.30),
+]
+
+# The paper's FDRL rows: (dataset, prior, pairing) -> FID.
+PAPER_FDRL = {
+    ("cifar10", "data", "lsif-pearson"): 22.28, ("cifar10", "data", "lr-kl"): 22.61,
+    ("cifar10", "data", "lr-js"): 22.80, ("cifar10", "data", "lr-logd"): 22.82,
+    ("cifar10", "uniform", "lsif-pearson"): 30.23, ("cifar10", "uniform", "lr-kl"): 31.99,
+    ("celeba", "data", "lsif-pearson"): 17.77, ("celeba", "data", "lr-kl"): 18.09,
+}
+
+TABLE1_COLUMNS = ("method", "prior", "loss", "divergence", "dataset", "fid", "paper_fid", "backend",
+                  "feature_extractor", "n_samples", "run", "config_hash", "train_steps",
+                  "flow_steps")
+_METHODS = {"data": "FDRL-DDP", "uniform": "FDRL-UP", "source": "FDRL (source-domain prior)"}
+
+
+def table1(inputs: list[str]) -> list[dict]:
+    """Table 1: the cited rows, then one row per FID result of `fdrl fid` (in the order given).
+
+    A result of samples flowed 0 steps is the prior alone (`prior samples, no flow`): the
+    baseline the data-dependent prior gives before FDRL improves on it. `paper_fid` is the
+    paper's number for the same dataset, prior and pairing (empty where the paper has none, as
+    for the demo's digits); `train_steps` and `flow_steps` (K + kappa) say how each row was made.
+    """
+    if not inputs:
+        raise FdrlError("table1 needs the FID results (.json) written by `fdrl fid`")
+    rows = [_row(method=f"{name} {ref} ({family}; cited)", dataset=dataset, paper_fid=value,
+                 backend="cited from the paper's Table 1")
+            for name, family, ref, cifar10, celeba in LITERATURE
+            for dataset, value in (("cifar10", cifar10), ("celeba", celeba)) if value is not None]
+    for path in inputs:
+        if not os.path.isfile(path):
+            raise FdrlError(f"no FID result at {path}: run `fdrl fid` for it first")
+        result = json.loads(Path(path).read_text())
+        run = result.get("run")
+        if not run:
+            raise FdrlError(f"{path} names no run: its samples were not written by `fdrl sample`")
+        pair = pairing(run["pairing"])
+        method = _METHODS[run["prior"]] if run["steps"] else "prior samples, no flow"
+        rows.append(_row(
+            method=method, prior=run["prior"], loss=pair.loss.name.upper(),
+            divergence=pair.divergence.title, dataset=run["dataset"], fid=f"{result['fid']:.2f}",
+            paper_fid=PAPER_FDRL.get((run["dataset"], run["prior"], run["pairing"]))
+            if run["steps"] else None,
+            backend=result["backend"], feature_extractor=result["feature_extractor"],
+            n_samples=result["n_images"], run=run["run"], config_hash=run["config_hash"],
+            train_steps=run["train_steps"], flow_steps=run["steps"]))
+    return rows
+
+
+def _row(**values) -> dict:
+    return {k: "" if values.get(k) is None else values[k] for k in TABLE1_COLUMNS}
 
 
 def table2(inputs: list[str]) -> list[dict]:
@@ -73,7 +142,7 @@ def _no_inputs(name: str, inputs: list[str]) -> None:
 
 
 TABLES: dict[str, Callable[[list[str]], list[dict]]] = {
-    "table2": table2, "table3": table3, "toy": toy,
+    "table1": table1, "table2": table2, "table3": table3, "toy": toy,
 }
 
 

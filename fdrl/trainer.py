@@ -111,7 +111,8 @@ class Trainer:
         self._loop(net)
         if self.d.is_main:
             ckpt.save_final(self.out / "final.pt", ema=self.ema.module, step=self.step,
-                            image_shape=self.shape, config=self.config)
+                            image_shape=self.shape, config=self.config,
+                            dataset=self.store.manifest.dataset)
         barrier()
         return self.out / "final.pt"
 

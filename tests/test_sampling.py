@@ -10,6 +10,8 @@ import torch
 
 from fdrl.errors import FdrlError
 from fdrl.prior_fit import fit_prior
+from fdrl.config import config_hash
+from fdrl.noise import InterpolationNoise
 from fdrl.sampling import Sampler, load_chunks, parse_seeds, sample, to_uint8
 from fdrl.shards import shard
 from fdrl.train import load_config, train
@@ -32,7 +34,7 @@ def test_an_image_depends_on_its_seed_alone(run, tmp_path):
     sample(run, list(range(10)), tmp_path / "small.npz", batch=3, device="cpu")
     sample(run, list(range(4)), tmp_path / "a.npz", device="cpu")
     sample(run, list(range(4, 10)), tmp_path / "b.npz", device="cpu")
-    whole, seeds = load_chunks([str(tmp_path / "all.npz")])
+    whole, seeds, _ = load_chunks([str(tmp_path / "all.npz")])
     assert whole.shape == (10, 8, 8, 1) and whole.dtype == np.uint8 and seeds.tolist() == list(range(10))
     assert np.array_equal(load_chunks([str(tmp_path / "small.npz")])[0], whole)
     assert np.array_equal(load_chunks([str(tmp_path / "a.npz"), str(tmp_path / "b.npz")])[0], whole)
@@ -58,6 +60,43 @@ def test_zero_flow_steps_give_the_clamped_prior(run):
     assert flowed.params.steps == 5 and not np.array_equal(to_uint8(flowed.generate([7, 8])), to_uint8(x0))
     frames = flowed.process([7, 8], every=2)
     assert len(frames) == 1 + 3 and torch.equal(frames[-1], flowed.generate([7, 8]))
+
+
+def test_chunks_name_their_run_and_flow_length(run, tmp_path):
+    sample(run, [0, 1], tmp_path / "a.npz", device="cpu")
+    sample(run, [2, 3], tmp_path / "b.npz", device="cpu")
+    sample(run, [4, 5], tmp_path / "prior.npz", steps=0, device="cpu")
+    info = load_chunks([str(tmp_path / "a.npz"), str(tmp_path / "b.npz")])[2]
+    final = torch.load(run / "final.pt", weights_only=True)
+    assert info == {"run": "run", "dataset": "digits", "prior": "data", "pairing": "lsif-pearson",
+                    "train_steps": 3, "flow_steps": 3, "steps": 5,
+                    "config_hash": config_hash(final["config"])}
+    assert load_chunks([str(tmp_path / "prior.npz")])[2]["steps"] == 0
+    with pytest.raises(FdrlError, match="different runs or flow lengths"):
+        load_chunks([str(tmp_path / "a.npz"), str(tmp_path / "prior.npz")])
+
+
+def test_interpolation_ends_are_the_two_seeds_samples(run):
+    sampler = Sampler.load(run, torch.device("cpu"))
+    path = sampler.interpolate(3, 9, points=5)
+    assert path.shape == (5, 1, 8, 8)
+    assert torch.allclose(path[0], sampler.generate([3])[0], atol=1e-6)
+    assert torch.allclose(path[-1], sampler.generate([9])[0], atol=1e-5)
+    assert not torch.allclose(path[2], path[0]) and not torch.allclose(path[2], path[-1])
+
+
+def test_interpolated_noise_is_standard_normal_and_uniform_at_every_point():
+    # Each point of the path must be a valid draw: N(0, 1) (prior and flow noise) or U[0, 1).
+    t = torch.tensor([0.0, 0.3, 0.5, 1.0])
+    noise = InterpolationNoise(1, 2, t)
+    z = torch.stack([noise.randn(4, (1000,)) for _ in range(50)], dim=1).flatten(1)  # 4 x 50k
+    assert z.mean(1).abs().max() < 0.02 and (z.std(1) - 1).abs().max() < 0.02
+    u = torch.stack([noise.rand(4, (1000,)) for _ in range(50)], dim=1).flatten(1)
+    assert (u.mean(1) - 0.5).abs().max() < 0.01 and (u.var(1) - 1 / 12).abs().max() < 0.003
+    assert u.min() >= 0 and u.max() < 1
+    # The ends are independent; the middle mixes both: correlation cos(pi/4) with each.
+    corr = torch.corrcoef(InterpolationNoise(1, 2, torch.tensor([0.0, 0.5, 1.0])).randn(3, (4000,)))
+    assert abs(corr[0, 2]) < 0.05 and abs(corr[0, 1] - 0.707) < 0.03 and abs(corr[1, 2] - 0.707) < 0.03
 
 
 def test_seed_ranges():

@@ -4,6 +4,7 @@ Every call runs the repository's Snakefile with `--directory tmp_path`, so outpu
 .snakemake/ land in the test's own folder, never in the repository's results/.
 """
 
+import csv
 import os
 import re
 import subprocess
@@ -18,15 +19,21 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "workflow" / "config"
 
-# The rules of the paper-scale DAG known so far, with their job counts: Tables 2-3, the seven 2-D
-# experiments (three Gaussian, four swiss-roll pairings), Figs. 2, 3, 10, toy.csv, the shards and
-# priors of CIFAR10, CelebA and LSUN Church with Fig. 11 (and the Cat2dog shards), the ten
-# training runs (Table 1's eight, LSUN Church, Cat2dog), and `all`.
+# The rules of the paper-scale DAG with their job counts: Tables 2-3, the seven 2-D experiments
+# (three Gaussian, four swiss-roll pairings), Figs. 2, 3, 10, toy.csv, the shards and priors of
+# CIFAR10, CelebA and LSUN Church with Fig. 11 (and the Cat2dog shards), the ten training runs
+# (Table 1's eight, LSUN Church, Cat2dog); Table 1: 50,000 samples of each of its eight runs in ten
+# chunks, FID references of CIFAR10 and CelebA and a FID per run for both Inception backends, the
+# prior's own samples (2 chunks of Fig. 5's 10,000) with both FIDs; Fig. 5 at ten flow lengths
+# (steps-0 shared with the baseline), Figs. 4 (per run), 8, 9, 12-13 (CIFAR10, CelebA), and `all`.
 PAPER_JOBS = {"table_from_code": 2, "toy": 7, "fig2": 1, "fig3": 1, "fig10": 1, "toy_table": 1,
-              "shard": 5, "fit_prior": 3, "fig11": 1, "train": 10, "all": 1}
+              "shard": 5, "fit_prior": 3, "fig11": 1, "train": 10, "sample": 80, "fid_ref": 4,
+              "fid": 16, "sample_flow_length": 20, "fid_flow_length": 11, "table1": 1, "fig4": 8,
+              "fig5": 1, "fig8": 1, "fig9": 1, "fig12": 2, "all": 1}
 TOYS = ["stale_near", "stale_far", "fdrl_far", "swissroll_lsif-pearson", "swissroll_lr-kl",
         "swissroll_lr-js", "swissroll_lr-logd"]
-FIGURES = ["fig2_stale_estimator.png", "fig3_fdrl_progression.png", "fig10_swissroll.png",
+FIGURES = ["fig2_stale_estimator.png", "fig3_fdrl_progression.png", "fig5_flow_length.png",
+           "fig8_flow_process.png", "fig9_interpolation.png", "fig10_swissroll.png",
            "fig11_priors.png"]
 
 
@@ -79,6 +86,21 @@ def test_dry_run_plans_the_paper_targets(tmp_path):
         assert target in out
 
 
+def test_table1_plans_the_papers_eight_runs_their_50k_samples_and_fids(tmp_path):
+    proc = snakemake(tmp_path, "-n", "-p", "results/table1.csv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    counts = job_counts(out)
+    assert {r: counts.get(r) for r in ("train", "sample", "fid", "fid_ref", "table1")} == {
+        "train": 8, "sample": 80, "fid": 16, "fid_ref": 4, "table1": 1}
+    seeds = {}
+    for m in re.finditer(r"fdrl sample --run results/runs/(\S+) --seeds (\d+)-(\d+)  --out", out):
+        seeds.setdefault(m[1], set()).update(range(int(m[2]), int(m[3]) + 1))
+    assert len(seeds) == 8 and all(s == set(range(50_000)) for s in seeds.values())
+    assert {m[1] for m in re.finditer(r"fdrl fid --samples .*? --backend (\S+) ", out)} == {
+        "pytorch-fid", "clean-fid"}
+
+
 def test_configfile_replaces_the_default_config(tmp_path):
     # The demo file alone decides: paper.yaml is not merged in (Snakefile), so each experiment gets
     # exactly its family's overrides from demo.yaml and every path lies under results/demo/.
@@ -111,9 +133,9 @@ def test_lint_is_clean(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
-def test_smoke_2d_experiments_end_to_end(tmp_path):
+def test_smoke_dag_end_to_end(tmp_path):
     proc = snakemake(tmp_path, "--profile", str(REPO / "cluster_profiles" / "local"),
-                     "--cores", "2", "--configfile", str(CONFIGS / "smoke.yaml"), timeout=300)
+                     "--cores", "2", "--configfile", str(CONFIGS / "smoke.yaml"), timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     root = tmp_path / "results" / "smoke"
     for figure in FIGURES:
@@ -130,3 +152,21 @@ def test_smoke_2d_experiments_end_to_end(tmp_path):
     table = (root / "toy.csv").read_text()
     assert all(toy in table for toy in TOYS)
     assert (root / "table2.csv").exists() and (root / "table3.csv").exists()
+    # Table 1: a computed row per run and backend, then the prior baseline's; Inception rows made
+    # with the smoke scale's random weights say so.
+    with open(root / "table1.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["run"]]
+    assert [(r["run"], r["backend"]) for r in rows] == [
+        (run, b) for run in [*runs, "digits_data_lsif-pearson"]
+        for b in ("classifier", "pytorch-fid", "clean-fid")]
+    assert all(float(r["fid"]) >= 0 and r["n_samples"] == "16" for r in rows)
+    assert all("RANDOM" in r["feature_extractor"] for r in rows if r["backend"] != "classifier")
+    assert rows[-1]["method"] == "prior samples, no flow" and rows[-1]["flow_steps"] == "0"
+    for run in runs:
+        assert (root / "figures" / f"fig4_samples_{run}.png").exists()
+    assert (root / "figures" / "fig12_nearest_digits.png").exists()
+    # Snakemake's own report collects every table and figure with its caption.
+    proc = snakemake(tmp_path, "--configfile", str(CONFIGS / "smoke.yaml"), "--report",
+                     str(tmp_path / "report.html"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Table 1" in (tmp_path / "report.html").read_text()

@@ -46,7 +46,7 @@ rule fig11:
     input:
         expand(f"{ROOT}/data/{{dataset}}/prior.pt", dataset=config["prior_datasets"]),
     output:
-        f"{ROOT}/figures/fig11_priors.png",
+        report(f"{ROOT}/figures/fig11_priors.png", caption=caption("fig11"), category="Priors"),
     log:
         f"{ROOT}/logs/figures/fig11.log",
     conda:

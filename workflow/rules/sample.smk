@@ -1,6 +1,12 @@
 # Generation (Algorithm 2): each run's n_samples images, as chunks of chunk_size seeds that a
 # cluster generates in parallel, one job each. Image i is seed i's alone, so chunks never overlap
-# and a chunk regenerated later is identical.
+# and a chunk regenerated later is identical. Fig. 5 samples the same seeds at other total flow
+# lengths K + kappa (steps-{steps}/); steps-0 holds the prior's samples, not flowed at all.
+
+SAMPLE_SHELL = (
+    "OMP_NUM_THREADS={threads} fdrl sample --run {params.run_dir} --seeds {params.seeds}"
+    " {params.steps} --out {output} > {log} 2>&1"
+)
 
 
 rule sample:
@@ -12,14 +18,36 @@ rule sample:
         f"{ROOT}/logs/sample/{{run}}/chunk-{{chunk}}.log",
     params:
         run_dir=lambda wildcards: f"{ROOT}/runs/{wildcards.run}",
-        seeds=lambda wildcards: chunk_seeds(int(wildcards.chunk)),
+        seeds=lambda wildcards: chunk_seeds(int(wildcards.chunk), config["sampling"]["n_samples"]),
+        steps="",
     conda:
         "../envs/fdrl.yaml"
-    threads: lambda wildcards: config["sample_resources"]["threads"]
+    threads: lambda wildcards: sample_resources()["threads"]
     resources:
-        gpu=lambda wildcards: config["sample_resources"]["gpus"],
-        mem_mb=lambda wildcards: config["sample_resources"]["mem_mb"],
-        runtime=lambda wildcards: config["sample_resources"]["runtime"],
+        gpu=lambda wildcards: sample_resources()["gpus"],
+        mem_mb=lambda wildcards: sample_resources()["mem_mb"],
+        runtime=lambda wildcards: sample_resources()["runtime"],
     shell:
-        "OMP_NUM_THREADS={threads} fdrl sample --run {params.run_dir} --seeds {params.seeds}"
-        " --out {output} > {log} 2>&1"
+        SAMPLE_SHELL
+
+
+rule sample_flow_length:
+    input:
+        f"{ROOT}/runs/{{run}}/final.pt",
+    output:
+        f"{ROOT}/samples/{{run}}/steps-{{steps}}/chunk-{{chunk}}.npz",
+    log:
+        f"{ROOT}/logs/sample/{{run}}/steps-{{steps}}/chunk-{{chunk}}.log",
+    params:
+        run_dir=lambda wildcards: f"{ROOT}/runs/{wildcards.run}",
+        seeds=lambda wildcards: chunk_seeds(int(wildcards.chunk), config["flow_length"]["n_samples"]),
+        steps=lambda wildcards: f"--steps {wildcards.steps}",
+    conda:
+        "../envs/fdrl.yaml"
+    threads: lambda wildcards: sample_resources()["threads"]
+    resources:
+        gpu=lambda wildcards: sample_resources()["gpus"],
+        mem_mb=lambda wildcards: sample_resources()["mem_mb"],
+        runtime=lambda wildcards: sample_resources()["runtime"],
+    shell:
+        SAMPLE_SHELL

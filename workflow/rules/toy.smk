@@ -31,7 +31,7 @@ rule fig2:
         near=toy_samples("stale_near"),
         far=toy_samples("stale_far"),
     output:
-        f"{ROOT}/figures/fig2_stale_estimator.png",
+        report(f"{ROOT}/figures/fig2_stale_estimator.png", caption=caption("fig2"), category="2-D experiments"),
     log:
         f"{ROOT}/logs/figures/fig2.log",
     conda:
@@ -48,7 +48,7 @@ rule fig3:
     input:
         toy_samples("fdrl_far"),
     output:
-        f"{ROOT}/figures/fig3_fdrl_progression.png",
+        report(f"{ROOT}/figures/fig3_fdrl_progression.png", caption=caption("fig3"), category="2-D experiments"),
     log:
         f"{ROOT}/logs/figures/fig3.log",
     conda:
@@ -66,7 +66,7 @@ rule fig10:
         # Panel order of the paper's Fig. 10: LSIF-chi2, LR-KL, LR-JS, LR-logD.
         toy_samples(*SWISSROLL_TOYS),
     output:
-        f"{ROOT}/figures/fig10_swissroll.png",
+        report(f"{ROOT}/figures/fig10_swissroll.png", caption=caption("fig10"), category="2-D experiments"),
     log:
         f"{ROOT}/logs/figures/fig10.log",
     conda:
@@ -83,7 +83,7 @@ rule toy_table:
     input:
         toy_metrics(*TOYS),
     output:
-        f"{ROOT}/toy.csv",
+        report(f"{ROOT}/toy.csv", caption=caption("toy"), category="2-D experiments"),
     log:
         f"{ROOT}/logs/tables/toy.log",
     conda:
