@@ -248,7 +248,7 @@ def fig9(inputs: list[str], out: str, device: str | None = None, pairs: int = 4,
     rows = [to_uint8(sampler.interpolate(2 * i, 2 * i + 1, points)) for i in range(pairs)]
     fig, ax = plt.subplots(figsize=(1.1 * points, 1.2 * pairs))
     _grid(ax, np.concatenate(rows), points, "interpolation in prior space between seeds "
-          f"(0, 1), (2, 3), ...\n" + _run_title(sampler.run_info))
+          "(0, 1), (2, 3), ...\n" + _run_title(sampler.run_info))
     _save(fig, out)
 
 
