@@ -57,10 +57,28 @@ class FdrlJob(submitit.helpers.Checkpointable):
     def __call__(self) -> int:
         from fdrl.cli import main
 
+        _forget_earlier_attempt()
         status = main(self.argv)
         if status:
             raise RuntimeError(f"`fdrl {' '.join(self.argv)}` exited with status {status}")
         return status
+
+
+def _forget_earlier_attempt() -> None:
+    """Deletes the result file that an earlier attempt of this requeued task left behind.
+
+    When a job is requeued, rank 0 exits first and the other ranks fail on its closed
+    connection; submitit records that failure as their result. The submitting process waits
+    for every task's result file, so it could read such a stale error before the last attempt
+    overwrites it, and report a job that succeeded as failed. Each attempt starts without one.
+    """
+    if "SUBMITIT_FOLDER" not in os.environ:  # not started by submitit's job runner
+        return
+    try:
+        paths = submitit.JobEnvironment().paths
+    except RuntimeError:  # no submitit environment after all
+        return
+    paths.result_pickle.unlink(missing_ok=True)
 
 
 def torchrun(argv: list[str], res: Resources) -> int:

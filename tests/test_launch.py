@@ -85,3 +85,21 @@ def test_a_requeued_job_runs_the_same_command_again():
     job = FdrlJob(["train", "--config", "run.yaml", "--out", "runs/x"])
     again = job.checkpoint()
     assert again.function.argv == job.argv  # resumed by train's own --resume auto
+
+
+def test_a_requeued_task_forgets_the_result_of_its_earlier_attempt(tmp_path, monkeypatch):
+    # When a requeued job's rank 0 exits, rank 1 fails on the closed connection and submitit
+    # stores that error as rank 1's result; the next attempt must not leave it for the submitting
+    # process to read (it would report the job failed even though the last attempt succeeds).
+    from fdrl.launch import _forget_earlier_attempt
+
+    for name, value in {"SUBMITIT_EXECUTOR": "slurm", "SUBMITIT_FOLDER": str(tmp_path),
+                        "SLURM_JOB_ID": "42", "SLURM_PROCID": "1", "SLURM_NTASKS": "2"}.items():
+        monkeypatch.setenv(name, value)
+    stale, other = tmp_path / "42_1_result.pkl", tmp_path / "42_0_result.pkl"
+    stale.write_bytes(b"stale error")
+    other.write_bytes(b"rank 0's")
+    _forget_earlier_attempt()
+    assert not stale.exists() and other.exists()
+    monkeypatch.delenv("SUBMITIT_FOLDER")
+    _forget_earlier_attempt()  # outside a submitit job: nothing to do

@@ -1,0 +1,102 @@
+"""The workflow through Snakemake's SLURM executor, with the real cluster profile (site values
+replaced: slurm_helpers.write_test_profile): every job an sbatch submission, polled with sacct.
+
+Each test runs the repository's Snakefile with `--directory tmp_path`, as tests/test_workflow.py
+does, so outputs, logs and .snakemake/ stay in the test's folder.
+"""
+
+import csv
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from slurm_helpers import REPO
+
+pytestmark = pytest.mark.slurm
+
+SMOKE = REPO / "workflow" / "config" / "smoke.yaml"
+# What the smoke check builds through SLURM: the whole of Table 1 at smoke scale.
+TARGETS = ["results/smoke/table1.csv"]
+# Rules that run as one SLURM job each (`--groups RULE=GROUP`), since each takes seconds, less
+# than a job's start-up and Snakemake's polling: the data stage (shards, prior, FID references
+# and the weights they need) is one job; training, sampling and FID of all six runs another
+# (`--group-components`); Table 1 the third. `--cores`/`--resources` bound what a group job asks
+# for (its parallel jobs are stacked in series to fit one node of 2 CPUs).
+GROUPS = ["--groups", "shard=data", "fit_prior=data", "train_classifier=data",
+          "random_inception_weights=data", "fid_ref=data", "train=run", "sample=run", "fid=run",
+          "sample_flow_length=run", "fid_flow_length=run", "--group-components", "run=6",
+          "--cores", "2", "--resources", "mem_mb=4000"]
+
+
+def snakemake(workdir, profile, targets, *args, timeout=600):
+    """Runs snakemake on the repository's workflow in `workdir` with `profile`; the process."""
+    env = dict(os.environ)
+    # The rules call the `fdrl` console script, installed beside this interpreter; the jobs
+    # inherit this environment (the plugin submits with --export=ALL).
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    cmd = [sys.executable, "-m", "snakemake", *targets, "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(workdir), "--profile", str(profile), "--configfile", str(SMOKE),
+           *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def slurm_jobs(output):
+    """The SLURM job ids Snakemake says it submitted."""
+    return re.findall(r"has been submitted with SLURM jobid (\d+)", output)
+
+
+def sacct_states(job_ids):
+    """{job id: state} of the given jobs, from the accounting database."""
+    proc = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
+                          capture_output=True, text=True, timeout=60, check=True)
+    return dict(line.split("|", 1) for line in proc.stdout.split())
+
+
+def test_smoke_table1_through_sbatch(tmp_path, slurm_profile):
+    proc = snakemake(tmp_path, slurm_profile, TARGETS, *GROUPS)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    jobs = slurm_jobs(out)  # the data group, the run group, the table: three sbatch jobs
+    assert len(jobs) == 3, out[-3000:]
+    assert set(sacct_states(jobs).values()) == {"COMPLETED"}
+    root = tmp_path / "results" / "smoke"
+    with open(root / "table1.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["run"]]
+    assert len(rows) == 7 * 3  # six runs and the prior baseline, three backends each
+    assert all(float(r["fid"]) >= 0 and r["config_hash"] for r in rows)
+    final = torch.load(root / "runs" / "digits_data_lsif-pearson" / "final.pt", weights_only=True)
+    assert final["config"]["pairing"] == "lsif-pearson"
+    assert all(torch.isfinite(w).all() for w in final["ema"].values() if w.is_floating_point())
+
+
+def stage_bad_cat2dog(data_root, good=4):
+    """A Cat2dog trainA folder whose last file is not an image: `fdrl shard` writes the shards
+    of the good images, then fails on it, leaving a partly written shard folder behind."""
+    folder = data_root / "cat2dog" / "trainA"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(good):
+        Image.fromarray(rng.integers(0, 256, (90, 100, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    (folder / f"{good:03d}.jpg").write_bytes(b"not an image")
+
+
+def test_a_failing_rule_fails_the_run_and_leaves_no_partial_output(tmp_path, slurm_profile):
+    stage_bad_cat2dog(tmp_path / "data")
+    target = "results/smoke/data/cat2dog_trainA/shards"
+    proc = snakemake(tmp_path, slurm_profile, [target], "--config",
+                     f"data_root={tmp_path / 'data'}", "shard_size=2")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert slurm_jobs(out), out[-3000:]
+    assert "SLURM status is: 'FAILED'" in out, out[-3000:]
+    log = "results/smoke/logs/data/shard_cat2dog_trainA.log"
+    assert f"log: {log}" in out, out[-3000:]
+    assert "cannot identify image file" in (tmp_path / log).read_text()  # the real cause, logged
+    assert not (tmp_path / target).exists()
