@@ -35,7 +35,7 @@ GROUPS = ["--groups", "shard=data", "fit_prior=data", "train_classifier=data",
           "--cores", "2", "--resources", "mem_mb=4000"]
 
 
-def snakemake(workdir, profile, targets, *args, timeout=600):
+def snakemake(workdir, profile, targets, *args, timeout=1200):
     """Runs snakemake on the repository's workflow in `workdir` with `profile`; the process."""
     env = dict(os.environ)
     # The rules call the `fdrl` console script, installed beside this interpreter; the jobs
