@@ -1,10 +1,11 @@
-# FDRL reproduction pipeline (DESIGN.md section 1): every table and figure of the paper is a target.
+# FDRL reproduction pipeline (docs/design.md): every table and figure of the paper is a target.
 #
 #   snakemake --profile cluster_profiles/local --configfile workflow/config/demo.yaml   # laptop, CPU
 #   snakemake results/table1.csv --profile cluster_profiles/slurm                      # cluster
 #   snakemake --report report.html [--configfile ...]      # every table and figure, with captions
 #
-# The stages live in workflow/rules/, one file each; helpers in workflow/rules/common.smk.
+# The stages live in workflow/rules/, one file each, included in pipeline order; their shared
+# names, paths, resources and input functions in workflow/rules/common.smk.
 
 from pathlib import Path
 
@@ -32,7 +33,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/report.smk"
+include: "workflow/rules/table1.smk"
 
 
 rule all:

@@ -16,9 +16,10 @@ import time
 
 import torch
 
-from fdrl.divergences import PAIRINGS, pairing
+from fdrl.divergences import pairing
 from fdrl.ema import EMA
 from fdrl.flow import FlowParams
+from fdrl.names import PAIRINGS
 from fdrl.nets import IMAGE_NETWORKS, build_network, count_parameters
 from fdrl.noise import GeneratorNoise
 from fdrl.priors import UniformPrior

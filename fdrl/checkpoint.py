@@ -1,4 +1,4 @@
-"""Training checkpoints and the exported sampling weights (DESIGN.md sec. 7).
+"""Training checkpoints and the exported sampling weights (docs/design.md#formats).
 
 `RUN_DIR/checkpoints/step-000123.pt` is the state after 123 completed steps: the state_dicts of
 the unwrapped model, the EMA, Adam and the learning-rate schedule, the step, the torch / numpy /

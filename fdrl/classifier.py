@@ -1,4 +1,4 @@
-"""The digits classifier behind the demo's "classifier FID" (DESIGN.md sec. 10).
+"""The digits classifier behind the demo's "classifier FID" (docs/design.md#evaluation).
 
 Inception features of 8x8 digits blown up to 299x299 say little, so the demo measures FID in the
 penultimate layer of a small CNN trained here on scikit-learn's digits: a "classifier FID",

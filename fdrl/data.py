@@ -1,16 +1,17 @@
-"""Reading the WebDataset shards that `fdrl shard` writes (DESIGN.md sec. 7).
+"""Reading the WebDataset shards that `fdrl shard` writes (docs/design.md#formats).
 
 Shards are tar files of `{index:08d}.png` (lossless, uint8) and `{index:08d}.cls` (label) with a
-`manifest.json` beside them. Two readers:
+`manifest.json` beside them (count, shape and sha256 of each shard). Two readers:
 
 - `one_pass`: every image exactly once, shards split across ranks and DataLoader workers (prior
-  fitting, FID statistics). It streams through webdataset.
+  fitting, FID statistics), streamed through webdataset; `select_shards` checks the chosen
+  shards' checksums first and the number of images read afterwards.
 - `TrainStream`: Algorithm 1's data batches. The global batch of step t is a function of (seed,
-  t) alone: epoch-wise shuffled indices, flips and the 0.03 Gaussian dequantization are drawn
-  for the whole global batch, and each rank decodes only its own slice. So 1 or N ranks see the
-  same global batch, every rank gets a batch at every step (DDP never waits on a short rank),
-  and a resumed run continues exactly, without replaying the stream. It reads images by random
-  access into the tars (`ShardStore`), or from memory (`ArrayStore`).
+  t) alone: epoch-wise shuffled indices, flips and the Gaussian dequantization are drawn for the
+  whole global batch, and each rank decodes only its own slice. So 1 or N ranks see the same
+  global batch, every rank gets a batch at every step (DDP never waits on a short rank), and a
+  resumed run continues exactly, without replaying the stream. It reads images by random access
+  into the tars (`ShardStore`).
 """
 
 from __future__ import annotations
@@ -21,16 +22,15 @@ import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from fdrl.errors import FdrlError
+from fdrl.io import sha256
 from fdrl.noise import key_seed
-
-DEQUANTIZATION = 0.03  # std of the Gaussian added to data in [-1, 1] (the authors' code)
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,67 @@ def load_manifest(folder: str | os.PathLike) -> Manifest:
         raise FdrlError(f"{path} is not a shard manifest ({err}); rewrite it with `fdrl shard`") from None
 
 
+def verify(folder: str | os.PathLike, files: list[Path] | None = None) -> None:
+    """Checks that each shard of the manifest (or only `files`) exists and matches its sha256."""
+    manifest = load_manifest(folder)
+    wanted = None if files is None else {Path(f).name for f in files}
+    for path, info in zip(manifest.paths, manifest.shards):
+        if wanted is not None and path.name not in wanted:
+            continue
+        if not path.is_file():
+            raise FdrlError(f"shard {path} is missing; rewrite the shards with `fdrl shard`")
+        if sha256(path) != info["sha256"]:
+            raise FdrlError(f"shard {path} is corrupt or truncated (its sha256 differs from "
+                            "manifest.json); rewrite the shards with `fdrl shard`")
+
+
+@dataclass(frozen=True)
+class ShardSelection:
+    """Shards of one folder to read once: all of them (`files` None), or the named tar files."""
+
+    manifest: Manifest
+    files: list[Path] | None
+
+    @property
+    def folder(self) -> Path:
+        return self.manifest.folder
+
+    @property
+    def count(self) -> int:
+        """The number of images the manifest lists: in all, or for the named shards."""
+        if self.files is None:
+            return self.manifest.count
+        names = {f.name for f in self.files}
+        return sum(s["count"] for s in self.manifest.shards if s["file"] in names)
+
+    @property
+    def file_names(self) -> list[str]:
+        return [s["file"] for s in self.manifest.shards] if self.files is None else [
+            f.name for f in self.files]
+
+    def check_count(self, read: int) -> None:
+        """Refuses a pass that read another number of images than the manifest lists."""
+        if read != self.count:
+            raise FdrlError(f"read {read} images from {self.folder}, its manifest lists {self.count}")
+
+
+def select_shards(shards: list[str]) -> ShardSelection:
+    """`--shards` as given: one shard folder (or its manifest.json), or .tar files of a single
+    folder. Every chosen shard is present and intact (sha256) before any heavy work."""
+    paths = [Path(s) for s in shards]
+    if len(paths) == 1 and (paths[0].is_dir() or paths[0].name == "manifest.json"):
+        folder, files = (paths[0] if paths[0].is_dir() else paths[0].parent), None
+    else:
+        folders = {p.parent for p in paths}
+        if len(folders) != 1 or any(p.suffix != ".tar" for p in paths):
+            raise FdrlError("--shards takes one shard folder (or its manifest.json), or .tar files "
+                            "of a single folder")
+        folder, files = folders.pop(), paths
+    selection = ShardSelection(load_manifest(folder), files)
+    verify(folder, files)
+    return selection
+
+
 def decode_png(data: bytes) -> np.ndarray:
     """A PNG as uint8 (C, H, W)."""
     from PIL import Image
@@ -80,30 +141,6 @@ def index_shard(path: Path) -> list[tuple[int, int, int]]:
     except (tarfile.TarError, OSError, ValueError) as err:
         raise FdrlError(f"shard {path} is corrupt or truncated ({err}); rewrite it with `fdrl shard`") from None
     return entries
-
-
-class ImageStore(Protocol):
-    """Random access to a dataset's images as uint8 (C, H, W) arrays."""
-
-    shape: tuple[int, int, int]
-
-    def __len__(self) -> int: ...
-
-    def get(self, index: int) -> np.ndarray: ...
-
-
-class ArrayStore:
-    """Images held in memory, uint8 (N, C, H, W)."""
-
-    def __init__(self, images: np.ndarray):
-        self.images = images
-        self.shape = tuple(images.shape[1:])
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def get(self, index: int) -> np.ndarray:
-        return self.images[index]
 
 
 class ShardStore:
@@ -144,8 +181,8 @@ class TrainStream:
     """This rank's slice of global batch t: shuffled per epoch, flipped, scaled to [-1, 1],
     dequantized. A function of (seed, t) alone; the same global batch for any world size."""
 
-    def __init__(self, store: ImageStore, global_batch: int, rank: int = 0, world_size: int = 1,
-                 seed: int = 0, flip: bool = True, dequantization: float = DEQUANTIZATION):
+    def __init__(self, store: ShardStore, global_batch: int, rank: int, world_size: int, seed: int,
+                 flip: bool, dequantization: float):
         if global_batch % world_size:
             raise FdrlError(f"the global batch {global_batch} does not divide among "
                             f"{world_size} processes; choose a multiple of the world size")

@@ -1,4 +1,4 @@
-"""The datasets of the paper, preprocessed as DESIGN.md section 3 says, by name.
+"""The datasets of the paper, preprocessed as docs/design.md#hyperparameters says, by name.
 
 Each entry reads a dataset from its usual on-disk layout under a data root and yields uint8
 (C, H, W) images with a label. A dataset that is not staged is an FdrlError naming the folder

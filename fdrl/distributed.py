@@ -1,4 +1,5 @@
-"""One process-group helper for every launcher (DESIGN.md sec. 9, after EDM's torch_utils).
+"""One process-group helper for every launcher (docs/design.md#distributed-execution;
+after EDM's torch_utils).
 
 `init()` works alike under torchrun (RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR set), inside a
 SLURM job started by submitit (its environment exported first), and as one plain process (no
@@ -37,13 +38,18 @@ def _export_submitit_env() -> None:
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
+def pick_device(device: str | None = None, local_rank: int = 0) -> torch.device:
+    """`device` (cpu or cuda), by default cuda if available; a process's GPU is its local rank."""
+    kind = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(kind, local_rank) if kind == "cuda" else torch.device(kind)
+
+
 def init(device: str | None = None) -> Dist:
     """Joins the process group if launched as one; picks the device (`cuda` if available)."""
     _export_submitit_env()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    kind = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(kind, local_rank) if kind == "cuda" else torch.device(kind)
+    dev = pick_device(device, local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world_size > 1 and not dist.is_initialized():

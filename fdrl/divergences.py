@@ -18,6 +18,7 @@ from torch import Tensor
 
 from fdrl.errors import FdrlError
 from fdrl.losses import LOSSES, BregmanLoss
+from fdrl.names import PAIRINGS
 
 LOG2 = math.log(2.0)
 
@@ -71,9 +72,6 @@ class Pairing:
     @property
     def name(self) -> str:
         return f"{self.loss.name}-{self.divergence.name}"
-
-
-PAIRINGS: tuple[str, ...] = tuple(f"{d.loss}-{d.name}" for d in DIVERGENCES.values())
 
 
 def pairing(name: str) -> Pairing:

@@ -1,4 +1,5 @@
-"""Feature extractors of the FID backends, and where their weights come from (DESIGN.md sec. 10).
+"""Feature extractors of the FID backends, and where their weights come from
+(docs/design.md#evaluation).
 
 - `pytorch-fid`: `pytorch_fid.inception.InceptionV3([3])`, pool3 (2048-d); images in [0, 1],
   resized to 299 inside the network (bilinear), as `python -m pytorch_fid` does for PNG folders.

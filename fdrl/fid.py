@@ -1,14 +1,14 @@
-"""`fdrl fid-ref` and `fdrl fid`: the Frechet distance of features (DESIGN.md sec. 7, 10).
+"""`fdrl fid-ref` and `fdrl fid`: the Frechet distance of features (docs/design.md#evaluation).
 
     FID = ||mu_1 - mu_2||^2 + Tr(S_1 + S_2 - 2 (S_1 S_2)^(1/2))        (Heusel et al., 2017)
 
-Features come from a backend of `fdrl.features`, in batches on the device. As in EDM's fid.py,
-each rank sums count, f and f f^T in float64, the sums are all-reduced and rank 0 writes; the
-covariance is the unbiased one (`np.cov`'s, which pytorch-fid and clean-fid use). A reference
-file is an .npz with `mu` and `sigma` (pytorch-fid's own names for saved statistics) and
-`count`, plus what made it: backend, feature extractor, its weights and their SHA-256. `fdrl fid`
-refuses a reference made by another backend, extractor or weights file. The result names the
-run, flow length and config hash the chunks were generated with (their `run_info`).
+Features come from a backend of `fdrl.features`, in batches on the device, into float64 moments
+summed over ranks (`fdrl.moments`); rank 0 writes. The covariance is the unbiased one (`np.cov`'s,
+which pytorch-fid and clean-fid use). A reference file is an .npz with `mu` and `sigma`
+(pytorch-fid's own names for saved statistics) and `count`, plus what made it: backend, feature
+extractor, its weights and their SHA-256. `fdrl fid` refuses a reference made by another
+backend, extractor or weights file. Its JSON result names the run, flow length and config hash
+the chunks were generated with (their `run_info`); `load_result` reads it back.
 """
 
 from __future__ import annotations
@@ -16,46 +16,21 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from fdrl import distributed
+from fdrl.chunks import check_chunks, chunk_batches, run_info
+from fdrl.data import one_pass, select_shards
 from fdrl.errors import FdrlError
+from fdrl.features import Extractor, load_extractor
 from fdrl.io import atomic_path, sha256, write_text_atomic
-from fdrl.sampling import shared_run_info
+from fdrl.moments import Moments
 
 # What must agree between a reference and the features it is compared with.
 IDENTITY = ("backend", "feature_extractor", "weights_sha256")
-
-
-class FeatureStats:
-    """Running count, sum f and sum f f^T of features, in float64 on the features' device."""
-
-    def __init__(self, dim: int, device: torch.device):
-        self.count = torch.zeros((), dtype=torch.float64, device=device)
-        self.sum = torch.zeros(dim, dtype=torch.float64, device=device)
-        self.outer = torch.zeros(dim, dim, dtype=torch.float64, device=device)
-
-    def add(self, feats: Tensor) -> None:
-        f = feats.to(self.sum.device, torch.float64)
-        self.count += len(f)
-        self.sum += f.sum(0)
-        self.outer.addmm_(f.T, f)
-
-    def all_reduce(self) -> None:
-        for t in (self.count, self.sum, self.outer):
-            distributed.all_reduce_sum(t)
-
-    def mean_and_covariance(self) -> tuple[np.ndarray, np.ndarray]:
-        """The mean and the unbiased covariance (divided by n - 1, as `np.cov`), float64."""
-        n = self.count.item()
-        if n < 2:
-            raise FdrlError(f"FID statistics need at least 2 images, got {int(n)}")
-        mean = self.sum / n
-        cov = (self.outer - n * torch.outer(mean, mean)) / (n - 1)
-        return mean.cpu().numpy(), cov.cpu().numpy()
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
@@ -112,101 +87,53 @@ def load_reference(path: str | os.PathLike) -> dict:
     return ref
 
 
-def _accumulate(extractor, batches, device: torch.device, total: int | None, desc: str,
-                show: bool) -> FeatureStats:
+def _statistics(extractor: Extractor, batches, device: torch.device, total: int | None,
+                desc: str, show: bool) -> Moments:
+    """The features' moments over every rank's batches (all-reduced)."""
     from tqdm import tqdm
 
-    stats = FeatureStats(extractor.dim, device)
+    moments = Moments(extractor.dim, device)
     with tqdm(total=total, desc=desc, unit="img", disable=not show) as bar:
         for images in batches:
-            stats.add(extractor(images))
+            moments.add(extractor(images))
             bar.update(len(images))
-    stats.all_reduce()
-    return stats
+    moments.all_reduce()
+    return moments
+
+
+def _mean_and_covariance(moments: Moments) -> tuple[np.ndarray, np.ndarray]:
+    """The features' mean and unbiased covariance (as `np.cov`), float64 numpy."""
+    if moments.count.item() < 2:
+        raise FdrlError(f"FID statistics need at least 2 images, got {int(moments.count.item())}")
+    mean, cov = moments.mean_and_covariance(ddof=1)
+    return mean.cpu().numpy(), cov.cpu().numpy()
 
 
 def fid_ref(shards: list[str], backend: str, out: str | os.PathLike, weights=None, batch: int = 64,
             workers: int = 0, device: str | None = None) -> dict | None:
     """Reference statistics of the shards' images (every image once, over all ranks); rank 0
     writes `out` and gets its metadata back, other ranks None."""
-    from fdrl.data import load_manifest, one_pass
-    from fdrl.features import load_extractor
-    from fdrl.prior_fit import resolve_shards
-    from fdrl.shards import verify
-
-    folder, files = resolve_shards(shards)
-    manifest = load_manifest(folder)
-    verify(folder, files)  # every shard present and intact before any heavy work
+    selection = select_shards(shards)
     dist = distributed.init(device)
     extractor = load_extractor(backend, weights, dist.device)
-    expected = manifest.count if files is None else sum(
-        s["count"] for s in manifest.shards if s["file"] in {f.name for f in files})
-    batches = (images for _, images in one_pass(folder, dist.rank, dist.world_size, workers, batch, files))
-    stats = _accumulate(extractor, batches, dist.device, expected // dist.world_size,
-                        f"fid-ref {backend}", dist.is_main)
-    count = int(stats.count.item())  # all-reduced: every rank fails alike, none waits forever
-    if count != expected:
-        raise FdrlError(f"read {count} images from {folder}, its manifest lists {expected}")
+    batches = (images for _, images in one_pass(selection.folder, dist.rank, dist.world_size,
+                                                workers, batch, selection.files))
+    moments = _statistics(extractor, batches, dist.device, selection.count // dist.world_size,
+                          f"fid-ref {backend}", dist.is_main)
+    count = int(moments.count.item())
+    selection.check_count(count)  # all-reduced: every rank fails alike, none waits forever
     meta = None
     if dist.is_main:
-        mu, sigma = stats.mean_and_covariance()
-        meta = {**extractor.describe(), "n_images": count, "dataset": manifest.dataset,
-                "image_shape": list(manifest.shape), "shards": str(folder),
-                "shard_files": [s["file"] for s in manifest.shards] if files is None else
-                [f.name for f in files]}
+        mu, sigma = _mean_and_covariance(moments)
+        meta = {**extractor.describe(), "n_images": count, "dataset": selection.manifest.dataset,
+                "image_shape": list(selection.manifest.shape), "shards": str(selection.folder),
+                "shard_files": selection.file_names}
         write_reference(out, mu, sigma, count, meta)
     distributed.barrier()
     return meta
 
 
-def _npy_header(z: zipfile.ZipFile, name: str) -> tuple[tuple, np.dtype]:
-    """Shape and dtype of one array of an .npz, read without loading it."""
-    with z.open(f"{name}.npy") as f:
-        version = np.lib.format.read_magic(f)
-        fmt = np.lib.format
-        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-        shape, _, dtype = read(f)
-    return shape, dtype
-
-
-def check_samples(paths: list[str | os.PathLike]) -> tuple[int, tuple[int, int, int]]:
-    """Checks every chunk (uint8 NHWC `images` with one `seeds` entry each, one image shape, no
-    seed twice) before any heavy work; returns the number of images and their (C, H, W)."""
-    shapes, seeds = {}, []
-    for path in paths:
-        try:
-            with zipfile.ZipFile(path) as z:
-                shape, dtype = _npy_header(z, "images")
-            with np.load(path) as z:
-                chunk_seeds = z["seeds"]
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
-            raise FdrlError(f"{path} is not a sample chunk of `fdrl sample` ({err})") from None
-        if dtype != np.uint8 or len(shape) != 4 or shape[3] not in (1, 3):
-            raise FdrlError(f"{path}: images must be uint8 (N, H, W, C) with C = 1 or 3, got "
-                            f"{dtype} {shape}; write them with `fdrl sample`")
-        if len(chunk_seeds) != shape[0]:
-            raise FdrlError(f"{path} holds {shape[0]} images but {len(chunk_seeds)} seeds")
-        shapes[path], seeds = (shape[3], shape[1], shape[2]), seeds + list(chunk_seeds)
-    if len(set(shapes.values())) > 1:
-        raise FdrlError(f"sample chunks of different image shapes: {shapes}")
-    if len(set(seeds)) != len(seeds):
-        raise FdrlError("a seed occurs twice among the sample chunks (a chunk given twice?)")
-    return len(seeds), next(iter(shapes.values()))
-
-
-def _sample_batches(paths, rank: int, world_size: int, batch: int):
-    """This rank's images (global index = rank mod world size), uint8 (B, C, H, W) batches."""
-    offset = 0
-    for path in paths:
-        with np.load(path) as z:
-            images = z["images"]
-        mine = images[(rank - offset) % world_size::world_size]
-        offset += len(images)
-        for start in range(0, len(mine), batch):
-            yield torch.from_numpy(np.ascontiguousarray(mine[start:start + batch].transpose(0, 3, 1, 2)))
-
-
-def check_reference(ref: dict, ref_path, backend: str, extractor=None) -> None:
+def check_reference(ref: dict, ref_path, backend: str, extractor: Extractor | None = None) -> None:
     """Refuses a reference made by another backend, feature extractor or weights file."""
     if ref["backend"] != backend:
         raise FdrlError(f"{ref_path} was made with backend {ref['backend']}, not {backend}: make "
@@ -224,10 +151,8 @@ def fid(samples: list[str | os.PathLike], ref_path: str | os.PathLike, backend: 
         out: str | os.PathLike, weights=None, batch: int = 64, device: str | None = None) -> dict | None:
     """FID of the sample chunks against the reference; rank 0 writes the JSON result to `out`
     and returns it, other ranks None."""
-    from fdrl.features import load_extractor
-
-    n, shape = check_samples(samples)
-    run = shared_run_info(samples)
+    n, shape = check_chunks(samples)
+    run = run_info(samples)
     ref = load_reference(ref_path)
     check_reference(ref, ref_path, backend)
     ref_shape = tuple(json.loads(ref["image_shape"]))
@@ -237,11 +162,11 @@ def fid(samples: list[str | os.PathLike], ref_path: str | os.PathLike, backend: 
     dist = distributed.init(device)
     extractor = load_extractor(backend, weights, dist.device)
     check_reference(ref, ref_path, backend, extractor)
-    stats = _accumulate(extractor, _sample_batches(samples, dist.rank, dist.world_size, batch),
-                        dist.device, n // dist.world_size, f"fid {backend}", dist.is_main)
+    moments = _statistics(extractor, chunk_batches(samples, dist.rank, dist.world_size, batch),
+                          dist.device, n // dist.world_size, f"fid {backend}", dist.is_main)
     result = None
     if dist.is_main:
-        mu, sigma = stats.mean_and_covariance()
+        mu, sigma = _mean_and_covariance(moments)
         value = frechet_distance(mu, sigma, ref["mu"], ref["sigma"])
         result = {"fid": value, **extractor.describe(), "n_images": n,
                   "samples": [str(p) for p in samples], "reference": str(ref_path),
@@ -249,4 +174,21 @@ def fid(samples: list[str | os.PathLike], ref_path: str | os.PathLike, backend: 
                   "reference_dataset": ref.get("dataset"), "run": run}
         write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     distributed.barrier()
+    return result
+
+
+def load_result(path: str | os.PathLike) -> dict:
+    """A result of `fdrl fid` whose samples were made by `fdrl sample` (its `run` names them)."""
+    if not os.path.isfile(path):
+        raise FdrlError(f"no FID result at {path}: run `fdrl fid` for it first")
+    try:
+        result = json.loads(Path(path).read_text())
+        run = result.get("run")
+    except (ValueError, AttributeError) as err:
+        raise FdrlError(f"{path} is not a FID result of `fdrl fid` ({err})") from None
+    if not run:
+        raise FdrlError(f"{path} names no run: its samples were not written by `fdrl sample`")
+    missing = [k for k in ("fid", "backend", "feature_extractor", "n_images") if k not in result]
+    if missing:
+        raise FdrlError(f"{path} lacks {', '.join(missing)}: not a FID result of `fdrl fid`")
     return result

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from fdrl.errors import FdrlError
+from fdrl.images import tile, to_uint8
 from fdrl.io import atomic_path
 
 BLUE, ORANGE = "tab:blue", "tab:orange"
@@ -107,7 +108,7 @@ def fig3(inputs: list[str], out: str) -> None:
 
 def fig10(inputs: list[str], out: str) -> None:
     """Fig. 10: swiss roll samples for every pairing, with the data for comparison."""
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     titles = ["LSIF-chi2", "LR-KL", "LR-JS", "LR-logD"]
     if len(inputs) != len(titles):
@@ -136,7 +137,7 @@ def fig11(inputs: list[str], out: str, n: int = 8, seed: int = 0) -> None:
     fig, axes = plt.subplots(len(inputs), 1, figsize=(1.2 * n, 1.4 * len(inputs)), squeeze=False)
     for ax, path in zip(axes[:, 0], inputs):
         x = GaussianPrior.load(path).sample(n, GeneratorNoise(seed))  # (n, C, H, W) in [-1, 1]
-        row = ((x + 1) * 127.5).round().byte().permute(2, 0, 3, 1).flatten(1, 2).numpy()
+        row = tile(to_uint8(x), columns=n)
         ax.imshow(row[..., 0] if row.shape[-1] == 1 else row, cmap="gray", vmin=0, vmax=255)
         ax.set_axis_off()
         ax.set_title(f"{Path(path).parent.name}: prior samples", fontsize=9)
@@ -145,13 +146,8 @@ def fig11(inputs: list[str], out: str, n: int = 8, seed: int = 0) -> None:
 
 def _grid(ax, images: np.ndarray, cols: int, title: str = "") -> None:
     """uint8 NHWC images tiled `cols` per row, one pixel of white between them."""
-    n, h, w, c = images.shape
-    rows = -(-n // cols)
-    canvas = np.full(((h + 1) * rows - 1, (w + 1) * cols - 1, c), 255, np.uint8)
-    for i, img in enumerate(images):
-        r, k = divmod(i, cols)
-        canvas[r * (h + 1):r * (h + 1) + h, k * (w + 1):k * (w + 1) + w] = img
-    ax.imshow(canvas[..., 0] if c == 1 else canvas, cmap="gray", vmin=0, vmax=255,
+    canvas = tile(images, cols, gap=1, fill=255)
+    ax.imshow(canvas[..., 0] if canvas.shape[-1] == 1 else canvas, cmap="gray", vmin=0, vmax=255,
               interpolation="nearest")
     ax.set_axis_off()
     if title:
@@ -167,10 +163,10 @@ def _run_title(info: dict | None) -> str:
 
 def fig4(inputs: list[str], out: str, n: int = 64) -> None:
     """Fig. 4 (and 14-21): uncurated samples of one run, the first `n` seeds of its chunks."""
-    from fdrl.sampling import load_chunks
+    from fdrl.chunks import read_chunks
 
     plt = _pyplot()
-    images, seeds, info = load_chunks(inputs)
+    images, seeds, info = read_chunks(inputs)
     images = images[np.argsort(seeds, kind="stable")][:n]
     cols = int(np.ceil(np.sqrt(len(images))))
     fig, ax = plt.subplots(figsize=(6, 6.3))
@@ -181,15 +177,13 @@ def fig4(inputs: list[str], out: str, n: int = 64) -> None:
 
 def fig5(inputs: list[str], out: str) -> None:
     """Fig. 5: FID against the total flow length K + kappa, one model, one result per length."""
-    import json
+    from fdrl.fid import load_result
 
     plt = _pyplot()
     points, runs, extractors = [], set(), set()
     for path in inputs:
-        if not os.path.isfile(path):
-            raise FdrlError(f"no FID result at {path}: run `fdrl fid` for it first")
-        result = json.loads(Path(path).read_text())
-        run = result.get("run") or {}
+        result = load_result(path)
+        run = result["run"]
         if "steps" not in run:
             raise FdrlError(f"{path} names no flow length: its samples were not made by `fdrl sample`")
         points.append((run["steps"], result["fid"], run["flow_steps"]))
@@ -210,21 +204,17 @@ def fig5(inputs: list[str], out: str) -> None:
 
 
 def _sampler(inputs: list[str], name: str, device: str | None):
-    import torch
-
+    from fdrl.distributed import pick_device
     from fdrl.sampling import Sampler
 
     if len(inputs) != 1:
         raise FdrlError(f"{name} takes one trained run folder (holding final.pt)")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return Sampler.load(inputs[0], torch.device(device))
+    return Sampler.load(inputs[0], pick_device(device))
 
 
 def fig8(inputs: list[str], out: str, device: str | None = None, rows: int = 6,
          columns: int = 9) -> None:
     """Fig. 8: the flow process, from a prior sample (left) to the K + kappa-th step (right)."""
-    from fdrl.sampling import to_uint8
-
     plt = _pyplot()
     sampler = _sampler(inputs, "fig8", device)
     every = max(1, -(-sampler.params.steps // (columns - 1)))
@@ -241,8 +231,6 @@ def fig8(inputs: list[str], out: str, device: str | None = None, rows: int = 6,
 def fig9(inputs: list[str], out: str, device: str | None = None, pairs: int = 4,
          points: int = 10) -> None:
     """Fig. 9: samples along the spherical path in prior space between two samples (the ends)."""
-    from fdrl.sampling import to_uint8
-
     plt = _pyplot()
     sampler = _sampler(inputs, "fig9", device)
     rows = [to_uint8(sampler.interpolate(2 * i, 2 * i + 1, points)) for i in range(pairs)]
@@ -276,16 +264,17 @@ def fig12(inputs: list[str], out: str, backend: str | None = None, weights: str 
     feature space, (b) in pixel space. Inputs: a sample chunk, then the training shard folder."""
     import torch
 
+    from fdrl.chunks import read_chunks
     from fdrl.data import one_pass
+    from fdrl.distributed import pick_device
     from fdrl.features import load_extractor
-    from fdrl.sampling import load_chunks
 
     plt = _pyplot()
     if len(inputs) != 2 or backend is None:
         raise FdrlError("fig12 takes a sample chunk and the training shard folder, and --backend "
                         "(the feature space of panel a)")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    images, seeds, info = load_chunks(inputs[:1])
+    device = pick_device(device)
+    images, seeds, info = read_chunks(inputs[:1])
     query = torch.from_numpy(images[np.argsort(seeds, kind="stable")][:queries]).permute(0, 3, 1, 2)
     train = torch.cat([batch for _, batch in one_pass(inputs[1], batch=256)])
     extractor = load_extractor(backend, weights, device)

@@ -19,6 +19,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import submitit
 
@@ -45,20 +46,18 @@ class Resources:
 
 
 class FdrlJob(submitit.helpers.Checkpointable):
-    """One task of a submitit job: runs `fdrl ARGV` in-process.
+    """One task of a submitit job: runs `main(ARGV)` in-process (`main`: the `fdrl` command's).
 
     `Checkpointable.checkpoint` resubmits the same call on preemption; the verb's own resume
     (the newest checkpoint on disk) does the rest, so the signal handler writes nothing itself.
     """
 
-    def __init__(self, argv: list[str]):
-        self.argv = argv
+    def __init__(self, main: Callable[[list[str]], int], argv: list[str]):
+        self.main, self.argv = main, argv
 
     def __call__(self) -> int:
-        from fdrl.cli import main
-
         _forget_earlier_attempt()
-        status = main(self.argv)
+        status = self.main(self.argv)
         if status:
             raise RuntimeError(f"`fdrl {' '.join(self.argv)}` exited with status {status}")
         return status
@@ -93,9 +92,9 @@ def torchrun(argv: list[str], res: Resources) -> int:
     return subprocess.run(cmd).returncode
 
 
-def submit(argv: list[str], res: Resources, folder: Path, cluster: str | None = None,
-           wait: bool = True) -> int:
-    """Submits `fdrl ARGV` through submitit (SLURM, or `cluster="local"`); 0 if it succeeded."""
+def submit(main: Callable[[list[str]], int], argv: list[str], res: Resources, folder: Path,
+           cluster: str | None = None, wait: bool = True) -> int:
+    """Submits `main(ARGV)` through submitit (SLURM, or `cluster="local"`); 0 if it succeeded."""
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster,
                                      slurm_max_num_timeout=res.max_requeues)
     params = dict(nodes=res.nodes, tasks_per_node=res.tasks_per_node, timeout_min=res.time_min,
@@ -107,7 +106,7 @@ def submit(argv: list[str], res: Resources, folder: Path, cluster: str | None = 
     if res.account:
         params["slurm_account"] = res.account
     executor.update_parameters(**params)
-    job = executor.submit(FdrlJob(argv))
+    job = executor.submit(FdrlJob(main, argv))
     print(f"submitted job {job.job_id}; logs in {folder}", flush=True)
     if not wait:
         return 0
@@ -119,11 +118,12 @@ def submit(argv: list[str], res: Resources, folder: Path, cluster: str | None = 
     return 0
 
 
-def launch(argv: list[str], res: Resources, launcher: str, folder: Path | None,
-           cluster: str | None = None, wait: bool = True) -> int:
-    """Runs `fdrl ARGV` with `launcher` (torchrun or submitit)."""
+def launch(main: Callable[[list[str]], int], argv: list[str], res: Resources, launcher: str,
+           folder: Path | None, cluster: str | None = None, wait: bool = True) -> int:
+    """Runs `fdrl ARGV` with `launcher`: torchrun starts `python -m fdrl ARGV` per process;
+    submitit runs `main(ARGV)` in each task (`main` is the `fdrl` command's entry point)."""
     if not argv or argv[0] == "launch":
         raise FdrlError("name the fdrl verb to launch after `--`, e.g. `fdrl launch -- train ...`")
     if launcher == "torchrun":
         return torchrun(argv, res)
-    return submit(argv, res, folder or Path(os.getcwd()) / "submitit", cluster, wait)
+    return submit(main, argv, res, folder or Path(os.getcwd()) / "submitit", cluster, wait)

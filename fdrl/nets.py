@@ -188,23 +188,12 @@ IMAGE_NETWORKS: dict[str, ImageNetwork] = {
 }
 
 
-def build_resnet(name: str, **switches) -> ResNet:
-    """The Table 3 network `name` (one of RESNETS), with optional switch overrides."""
-    if name not in RESNETS:
-        raise FdrlError(f"unknown network {name!r}; choose one of {', '.join(RESNETS)}")
-    return ResNet(RESNETS[name], **switches)
-
-
-NETWORKS: dict[str, Callable[..., nn.Module]] = {
-    "mlp": MLP, **{name: net.build for name, net in IMAGE_NETWORKS.items()},
-}
-
-
 def build_network(name: str, **kwargs) -> nn.Module:
-    """Any registered network by name: `mlp` (2-D), a Table 3 ResNet, or `mlp_digits`."""
-    if name not in NETWORKS:
-        raise FdrlError(f"unknown network {name!r}; choose one of {', '.join(NETWORKS)}")
-    return NETWORKS[name](**kwargs)
+    """An image network by name (one of IMAGE_NETWORKS: a Table 3 ResNet, or `mlp_digits`),
+    with `in_channels=`, `spectral_norm=` and `self_attention=` as keyword arguments."""
+    if name not in IMAGE_NETWORKS:
+        raise FdrlError(f"unknown network {name!r}; choose one of {', '.join(IMAGE_NETWORKS)}")
+    return IMAGE_NETWORKS[name].build(**kwargs)
 
 
 def count_parameters(net: nn.Module) -> int:

@@ -5,6 +5,10 @@
   tensors so that loading runs no code (`torch.load(..., weights_only=True)`).
 - `UniformPrior`: U[-1, 1] per pixel (FDRL-UP).
 - `StandardNormalPrior`: N(0, std^2 I), for the 2-D experiments.
+- `SourcePrior`: the images of a source domain (image-to-image translation, Sec. 5.3).
+
+Every prior draws from the `Noise` it is given, so a sample is a function of that noise alone
+(per seed when sampling, per global row when training; see `fdrl.noise`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import math
 import os
 from typing import Protocol
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -121,3 +126,26 @@ class GaussianPrior:
             )
         shape = tuple(int(s) for s in state["shape"].tolist())
         return cls(state["mean"], state["cholesky"], shape, int(state["count"]))
+
+
+class SourcePrior:
+    """Images of a source domain as q' (image-to-image translation, Sec. 5.3, Cat2dog).
+
+    `store` gives random access to uint8 (C, H, W) images (`len(store)`, `store.get(i)`, as
+    `fdrl.data.ShardStore`). Row i takes a uniformly drawn image, flipped and dequantized like the
+    data, all from the noise it is given: with `SlicedNoise` global row i is the same for any
+    world size, and each rank decodes only its own rows.
+    """
+
+    def __init__(self, store: object, flip: bool, dequantization: float, device: torch.device):
+        self.store, self.shape = store, tuple(store.shape)
+        self.flip, self.dequantization, self.device = flip, dequantization, device
+
+    def sample(self, n: int, noise: Noise) -> Tensor:
+        u = noise.rand(n, (2,))
+        index = (u[:, 0] * len(self.store)).long().clamp(max=len(self.store) - 1).cpu()
+        images = np.stack([self.store.get(int(i)) for i in index])
+        x = torch.from_numpy(images).to(self.device).float() / 127.5 - 1
+        if self.flip:
+            x = torch.where((u[:, 1] < 0.5)[:, None, None, None], x.flip(-1), x)
+        return x + self.dequantization * noise.randn(n, self.shape)

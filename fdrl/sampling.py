@@ -2,15 +2,14 @@
 
 Prior draw and flow noise of image i come from a generator seeded by seed i alone
 (`PerSampleNoise`), so image i is the same whatever the batch it is drawn in, the chunk it is
-written to, or the number of processes. Images are flowed K + kappa steps (Sec. 4.1), clamped to
-[-1, 1], and written as uint8 NHWC with their seeds (`images`, `seeds` in a .npz chunk), beside
-`run_info`: a JSON string naming the run, its training set, prior, pairing, step counts and config
-hash, which FID results and Table 1 carry on.
+written to, or the number of processes (up to float32 rounding: the network's kernels may sum in
+another order for another batch shape). Images are flowed K + kappa steps (Sec. 4.1), clamped to
+[-1, 1], and written as a sample chunk (`fdrl.chunks`): uint8 NHWC images, their seeds, and the
+run info that FID results and Table 1 carry on.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,14 +20,14 @@ from torch import Tensor, nn
 
 from fdrl import distributed
 from fdrl.checkpoint import load_final
-from fdrl.config import config_hash
+from fdrl.chunks import write_chunk
+from fdrl.config import build_model, build_prior, config_hash, make_config
 from fdrl.divergences import Divergence, pairing
 from fdrl.errors import FdrlError
-from fdrl.flow import FlowParams, flow, trajectory, ratio_potential, frozen
-from fdrl.io import atomic_path
-from fdrl.nets import build_network
+from fdrl.flow import FlowParams, flow, frozen, ratio_potential, trajectory
+from fdrl.images import to_uint8
 from fdrl.noise import InterpolationNoise, Noise, PerSampleNoise
-from fdrl.train import build_prior, config_from_mapping
+from fdrl.priors import Prior
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -50,7 +49,7 @@ class Sampler:
     """A trained run, ready to flow prior samples: EMA network, prior, divergence, flow params."""
 
     model: nn.Module
-    prior: object
+    prior: Prior
     divergence: Divergence
     params: FlowParams
     device: torch.device
@@ -60,10 +59,9 @@ class Sampler:
     def load(cls, run: str | os.PathLike, device: torch.device, steps: int | None = None) -> "Sampler":
         """The run's final.pt; `steps` overrides K + kappa (Fig. 5 varies it)."""
         state = load_final(Path(run) / "final.pt", device)
-        cfg = config_from_mapping(state["config"], f"{run}/final.pt")
+        cfg = make_config(state["config"], f"{run}/final.pt")
         shape = tuple(state["image_shape"])
-        model = build_network(cfg.network, in_channels=shape[0], spectral_norm=cfg.spectral_norm,
-                              self_attention=cfg.self_attention).to(device)
+        model = build_model(cfg, shape).to(device)
         model.load_state_dict(state["ema"])
         steps = cfg.sample_steps if steps is None else steps
         if steps < 0:
@@ -107,11 +105,6 @@ class Sampler:
         return frames
 
 
-def to_uint8(x: Tensor) -> np.ndarray:
-    """Images in [-1, 1], (N, C, H, W), as uint8 NHWC (what FID and PNG files take)."""
-    return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
 def sample(run: str | os.PathLike, seeds: list[int], out: str | os.PathLike, batch: int = 256,
            steps: int | None = None, device: str | None = None) -> None:
     """Generates the images of `seeds` into the chunk `out`; under torchrun ranks split the seeds."""
@@ -125,45 +118,13 @@ def sample(run: str | os.PathLike, seeds: list[int], out: str | os.PathLike, bat
         parts = [None] * d.world_size
         torch.distributed.all_gather_object(parts, (mine, local))
     if d.is_main:
-        order = np.argsort(np.concatenate([np.asarray(s, dtype=np.int64) for s, _ in parts]), kind="stable")
-        all_seeds = np.concatenate([np.asarray(s, dtype=np.int64) for s, _ in parts])[order]
-        all_images = np.concatenate([im for _, im in parts])[order]
-        with atomic_path(out) as tmp, open(tmp, "wb") as f:
-            np.savez(f, images=all_images, seeds=all_seeds, run_info=np.array(json.dumps(sampler.run_info)))
+        all_seeds = np.concatenate([np.asarray(s, dtype=np.int64) for s, _ in parts])
+        order = np.argsort(all_seeds, kind="stable")
+        all_images = np.concatenate([im for _, im in parts])
+        write_chunk(out, all_images[order], all_seeds[order], sampler.run_info)
     distributed.barrier()
 
 
 def _nhwc(sampler: Sampler) -> tuple[int, int, int]:
     c, h, w = sampler.prior.shape
     return h, w, c
-
-
-def load_chunks(paths: list[str]) -> tuple[np.ndarray, np.ndarray, dict]:
-    """The images (uint8 NHWC) and seeds of sample chunks, concatenated in the order given, and
-    the run info they share (chunks of different runs or step counts are refused)."""
-    images, seeds = [], []
-    for path in paths:
-        if not os.path.isfile(path):
-            raise FdrlError(f"no sample chunk at {path}: run `fdrl sample` first")
-        with np.load(path, allow_pickle=False) as chunk:
-            if "images" not in chunk or chunk["images"].dtype != np.uint8 or chunk["images"].ndim != 4:
-                raise FdrlError(f"{path} is not a sample chunk (uint8 NHWC `images` with `seeds`)")
-            images.append(chunk["images"])
-            seeds.append(chunk["seeds"])
-    return np.concatenate(images), np.concatenate(seeds), shared_run_info(paths)
-
-
-def chunk_run_info(path: str | os.PathLike) -> dict | None:
-    """The run info a chunk of `fdrl sample` carries (None for a chunk written otherwise)."""
-    with np.load(path, allow_pickle=False) as chunk:
-        return json.loads(str(chunk["run_info"])) if "run_info" in chunk else None
-
-
-def shared_run_info(paths: list[str | os.PathLike]) -> dict | None:
-    """The run info of chunks that must come from one run and one flow length."""
-    infos = [chunk_run_info(p) for p in paths]
-    if any(info != infos[0] for info in infos):
-        raise FdrlError(f"the sample chunks come from different runs or flow lengths "
-                        f"({', '.join(sorted({json.dumps(i, sort_keys=True) for i in infos}))}); "
-                        "give the chunks of one `fdrl sample` setting")
-    return infos[0] if infos else None

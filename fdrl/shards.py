@@ -1,11 +1,11 @@
-"""`fdrl shard`: a dataset converted once into WebDataset tar shards (DESIGN.md sec. 7).
+"""`fdrl shard`: a dataset converted once into WebDataset tar shards (docs/design.md#formats).
 
 Shard i holds samples [i * shard_size, (i + 1) * shard_size) in the dataset's fixed order, each
 as `{index:08d}.png` (lossless) and `{index:08d}.cls` (its label). Shards are independent, so
 they are written in parallel by a pool of processes; tar headers carry no time stamps and PNG
 encoding is deterministic, so a re-run writes byte-identical files. `manifest.json` records
 the image shape, the count per shard and each shard's sha256, and is written last: a folder
-with a manifest is complete.
+with a manifest is complete. Readers (`fdrl.data`) check each shard against its sha256.
 """
 
 from __future__ import annotations
@@ -76,19 +76,3 @@ def shard(name: str, data_root: str | os.PathLike, out: str | os.PathLike, shard
                 "shards": entries}
     write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
     return manifest
-
-
-def verify(folder: str | os.PathLike, files: list[Path] | None = None) -> None:
-    """Checks that each shard of the manifest (or only `files`) exists and matches its sha256."""
-    from fdrl.data import load_manifest
-
-    manifest = load_manifest(folder)
-    wanted = None if files is None else {Path(f).name for f in files}
-    for path, info in zip(manifest.paths, manifest.shards):
-        if wanted is not None and path.name not in wanted:
-            continue
-        if not path.is_file():
-            raise FdrlError(f"shard {path} is missing; rewrite the shards with `fdrl shard`")
-        if sha256(path) != info["sha256"]:
-            raise FdrlError(f"shard {path} is corrupt or truncated (its sha256 differs from "
-                            "manifest.json); rewrite the shards with `fdrl shard`")

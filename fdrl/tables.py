@@ -14,8 +14,9 @@ import torch
 
 from fdrl.divergences import DIVERGENCES, max_abs_error, pairing
 from fdrl.errors import FdrlError
+from fdrl.fid import load_result
 from fdrl.io import write_text_atomic
-from fdrl.nets import RESNETS, build_resnet, count_parameters
+from fdrl.nets import RESNETS, build_network, count_parameters
 
 # Network outputs at which Table 2's f' is checked against df/dr: r from 2e-9 to 5e8 for LR.
 CHECK_OUTPUTS = torch.linspace(-20.0, 20.0, 4001, dtype=torch.float64)
@@ -67,12 +68,8 @@ def table1(inputs: list[str]) -> list[dict]:
             for name, family, ref, cifar10, celeba in LITERATURE
             for dataset, value in (("cifar10", cifar10), ("celeba", celeba)) if value is not None]
     for path in inputs:
-        if not os.path.isfile(path):
-            raise FdrlError(f"no FID result at {path}: run `fdrl fid` for it first")
-        result = json.loads(Path(path).read_text())
-        run = result.get("run")
-        if not run:
-            raise FdrlError(f"{path} names no run: its samples were not written by `fdrl sample`")
+        result = load_result(path)
+        run = result["run"]
         pair = pairing(run["pairing"])
         method = _METHODS[run["prior"]] if run["steps"] else "prior samples, no flow"
         rows.append(_row(
@@ -112,7 +109,7 @@ def table3(inputs: list[str]) -> list[dict]:
     for name, spec in RESNETS.items():
         if not spec.in_table3:
             continue
-        net = build_resnet(name)
+        net = build_network(name)
         rows.append({
             "network": name,
             "image_size": spec.image_size,

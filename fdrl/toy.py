@@ -26,12 +26,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fdrl.config import override
-from fdrl.divergences import PAIRINGS, pairing
+from fdrl.config import help_text, override
+from fdrl.divergences import pairing
 from fdrl.ema import EMA
 from fdrl.errors import FdrlError
 from fdrl.flow import FlowParams, flow
 from fdrl.io import atomic_path, write_text_atomic
+from fdrl.names import GAUSSIAN_TOYS, PAIRINGS
 from fdrl.nets import MLP
 from fdrl.noise import GeneratorNoise, Noise
 from fdrl.priors import Prior, StandardNormalPrior
@@ -70,7 +71,8 @@ class GaussianToy:
 
 @dataclass(frozen=True)
 class SwissRollToy:
-    """Fig. 10: prior N(0, I), the authors' released swiss-roll configuration (DESIGN.md sec. 3)."""
+    """Fig. 10: prior N(0, I), the authors' released swiss-roll configuration
+    (docs/design.md#hyperparameters)."""
 
     steps: int = 20_000
     batch: int = 1024
@@ -247,3 +249,9 @@ def run_toy(name: str, out: str | os.PathLike, assignments: list[str]) -> dict:
         np.savez(f, **arrays)
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def keys_help() -> str:
+    """The keys `--set` takes for each family of experiments, with their paper-scale defaults."""
+    return (f"keys of {', '.join(GAUSSIAN_TOYS)} (defaults: paper scale):\n"
+            f"{help_text(GaussianToy())}\nkeys of swissroll_*:\n{help_text(SwissRollToy())}")

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from fdrl.nets import RESNETS, build_resnet, count_parameters
+from fdrl.nets import RESNETS, build_network, count_parameters
 
 
 def fdrl(*args):
@@ -35,7 +35,7 @@ def test_table3(tmp_path):
     rows = read(out)
     assert list(rows[0]) == ["network", "image_size", "layers", "parameters"]
     assert {r["network"]: int(r["parameters"]) for r in rows} == {
-        name: count_parameters(build_resnet(name)) for name, spec in RESNETS.items() if spec.in_table3}
+        name: count_parameters(build_network(name)) for name, spec in RESNETS.items() if spec.in_table3}
 
 
 @pytest.mark.parametrize("args", [["table", "table9", "--out", "x.csv"], ["table", "table2"], []])

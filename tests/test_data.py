@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from fdrl.data import ShardStore, TrainStream, load_manifest, one_pass
+from fdrl.data import ShardStore, TrainStream, load_manifest, one_pass, select_shards, verify
 from fdrl.datasets import dataset
 from fdrl.errors import FdrlError
-from fdrl.prior_fit import Moments, fit_prior
-from fdrl.shards import shard, verify
+from fdrl.moments import Moments
+from fdrl.prior_fit import fit_prior
+from fdrl.shards import shard
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +56,9 @@ def test_one_pass_with_2_ranks_and_2_workers_sees_every_index_once(digits):
 
 def test_train_stream_is_the_same_global_batch_for_any_world_size(digits):
     store = ShardStore(digits)
-    one = TrainStream(store, global_batch=8, seed=3)
-    two = [TrainStream(store, global_batch=8, rank=r, world_size=2, seed=3) for r in range(2)]
+    one = TrainStream(store, 8, rank=0, world_size=1, seed=3, flip=True, dequantization=0.03)
+    two = [TrainStream(store, 8, rank=r, world_size=2, seed=3, flip=True, dequantization=0.03)
+           for r in range(2)]
     for step in (0, 1, 250):  # 250 * 8 > 1797: the second epoch, reshuffled
         assert torch.equal(one.batch(step), torch.cat([s.batch(step) for s in two]))
     # One epoch visits every image once; the next visits them in another order.
@@ -67,28 +69,31 @@ def test_train_stream_is_the_same_global_batch_for_any_world_size(digits):
 
 def test_train_stream_augments_and_scales(digits):
     store = ShardStore(digits)
-    plain = TrainStream(store, 16, seed=1, flip=False, dequantization=0.0).batch(0)
+    def stream(flip, dequantization):
+        return TrainStream(store, 16, 0, 1, seed=1, flip=flip, dequantization=dequantization)
+
+    plain = stream(flip=False, dequantization=0.0).batch(0)
     images = torch.from_numpy(digits_array()).float() / 127.5 - 1
-    idx = TrainStream(store, 16, seed=1).indices(0)
-    assert torch.equal(plain, images[idx])
-    noisy = TrainStream(store, 16, seed=1, flip=False).batch(0)
+    assert torch.equal(plain, images[stream(True, 0.03).indices(0)])
+    noisy = stream(flip=False, dequantization=0.03).batch(0)
     assert abs((noisy - plain).std().item() - 0.03) < 0.003
-    flipped = TrainStream(store, 16, seed=1, dequantization=0.0).batch(0)
+    flipped = stream(flip=True, dequantization=0.0).batch(0)
     n_flipped = sum(not torch.equal(a, b) and torch.equal(a, b.flip(-1)) for a, b in zip(flipped, plain))
     assert 2 <= n_flipped <= 14
 
 
 def test_global_batch_must_divide_among_ranks(digits):
     with pytest.raises(FdrlError, match="does not divide among 3"):
-        TrainStream(ShardStore(digits), 8, rank=0, world_size=3)
+        TrainStream(ShardStore(digits), 8, rank=0, world_size=3, seed=0, flip=True,
+                    dequantization=0.03)
 
 
 def test_blocked_accumulation_equals_unblocked(digits):
     batches = [images for _, images in one_pass(digits, batch=300)]
     plain, blocked = Moments(64, torch.device("cpu")), Moments(64, torch.device("cpu"), block_rows=5)
     for b in batches:
-        plain.add(b)
-        blocked.add(b)
+        plain.add(b.flatten(1).double() / 127.5 - 1)
+        blocked.add(b.flatten(1).double() / 127.5 - 1)
     torch.testing.assert_close(blocked.outer, plain.outer, rtol=1e-14, atol=0)
 
 
@@ -122,6 +127,18 @@ def truncate(folder, tmp_path):
         data = (folder / name).read_bytes()
         (broken / name).write_bytes(data[: len(data) // 3] if name == "train-000002.tar" else data)
     return broken
+
+
+def test_a_selection_of_shards_counts_what_its_manifest_lists(digits):
+    whole = select_shards([str(digits)])
+    assert whole.files is None and whole.count == 1797 and len(whole.file_names) == 5
+    two = select_shards([str(digits / "train-000000.tar"), str(digits / "train-000004.tar")])
+    assert two.count == 400 + 197 and two.file_names == ["train-000000.tar", "train-000004.tar"]
+    two.check_count(597)
+    with pytest.raises(FdrlError, match="read 596 images .* lists 597"):
+        two.check_count(596)
+    with pytest.raises(FdrlError, match="--shards takes one shard folder"):
+        select_shards([str(digits / "train-000000.tar"), str(digits / "manifest.json")])
 
 
 def test_a_truncated_shard_is_an_error_naming_it(digits, tmp_path):

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from fdrl.divergences import DIVERGENCES, PAIRINGS, pairing
+from fdrl.divergences import DIVERGENCES, pairing
 from fdrl.errors import FdrlError
 from fdrl.losses import LOSSES
+from fdrl.names import PAIRINGS
 
 
 @pytest.mark.parametrize("name", DIVERGENCES)
@@ -42,6 +43,8 @@ def test_f_prime_increases_with_r():
 
 def test_legal_pairings_are_the_papers():
     assert set(PAIRINGS) == {"lsif-pearson", "lr-kl", "lr-js", "lr-logd"}
+    # Every divergence pairs with one loss, and each such pair is a name the CLI offers.
+    assert {f"{d.loss}-{d.name}" for d in DIVERGENCES.values()} == set(PAIRINGS)
     for name in PAIRINGS:
         p = pairing(name)
         assert p.name == name and p.loss.name == p.divergence.loss

@@ -79,12 +79,32 @@ def test_submitit_training_job_equals_torchrun(digits, tmp_path):
         torch.testing.assert_close(b[k], a[k], rtol=1e-6, atol=1e-7)
 
 
-def test_a_requeued_job_runs_the_same_command_again():
+def test_a_requeued_job_resumes_from_the_newest_checkpoint(digits, tmp_path, capsys):
+    # What submitit does on preemption: in the signal handler it calls the job's `checkpoint`,
+    # pickles the DelayedSubmission that returns, and the requeued job unpickles and runs it.
+    # Here the first attempt ended after step 2 (its newest checkpoint; no final.pt); the
+    # resubmission must resume from that checkpoint and end with an uninterrupted run's weights.
+    from submitit.core.utils import DelayedSubmission
+
+    from fdrl.cli import main
     from fdrl.launch import FdrlJob
 
-    job = FdrlJob(["train", "--config", "run.yaml", "--out", "runs/x"])
-    again = job.checkpoint()
-    assert again.function.argv == job.argv  # resumed by train's own --resume auto
+    # Every attempt runs in this process, with the same threads, so weights compare bitwise.
+    assert main(train_args(digits, tmp_path / "whole")) == 0
+    run = tmp_path / "run"
+    argv = train_args(digits, run)
+    assert main([*argv, "--max-steps", "2"]) == 0  # what a preempted attempt leaves: step 2
+    (run / "final.pt").unlink()
+    capsys.readouterr()
+    FdrlJob(main, argv).checkpoint().dump(tmp_path / "submission.pkl")
+    assert DelayedSubmission.load(tmp_path / "submission.pkl").result() == 0
+    out = capsys.readouterr().out
+    assert f"resuming {run} from {run / 'checkpoints' / 'step-000002.pt'}" in out, out
+    assert "steps 2 -> 4" in out, out
+    a = torch.load(tmp_path / "whole" / "final.pt", weights_only=True)
+    b = torch.load(run / "final.pt", weights_only=True)
+    assert a["step"] == b["step"] == 4
+    assert all(torch.equal(a["ema"][k], v) for k, v in b["ema"].items())
 
 
 def test_a_requeued_task_forgets_the_result_of_its_earlier_attempt(tmp_path, monkeypatch):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fdrl.errors import FdrlError
-from fdrl.nets import MLP, RESNETS, SelfAttention, build_network, build_resnet, count_parameters
+from fdrl.nets import MLP, RESNETS, SelfAttention, build_network, count_parameters
 from fdrl.tables import table3
 
 
@@ -17,7 +17,7 @@ def test_resnet_maps_images_to_one_scalar_each(name):
 
 
 def test_resnet_takes_other_channel_counts():
-    assert build_resnet("resnet32", in_channels=1)(torch.randn(3, 1, 32, 32)).shape == (3,)
+    assert build_network("resnet32", in_channels=1)(torch.randn(3, 1, 32, 32)).shape == (3,)
 
 
 def test_mlp_maps_points_to_one_scalar_each():
@@ -27,14 +27,14 @@ def test_mlp_maps_points_to_one_scalar_each():
 
 
 def test_switches():
-    plain = build_resnet("resnet64")
+    plain = build_network("resnet64")
     assert not any(isinstance(m, SelfAttention) for m in plain.modules())
     assert not any("parametrizations" in n for n, _ in plain.named_modules())
-    cat2dog = build_resnet("resnet64_shallow")  # Table 3: spectral norm and attention at 128 ch
+    cat2dog = build_network("resnet64_shallow")  # Table 3: spectral norm and attention at 128 ch
     assert sum(isinstance(m, SelfAttention) for m in cat2dog.modules()) == 1
     assert any("parametrizations" in n for n, _ in cat2dog.named_modules())
     assert "Self Attention 128" in cat2dog.describe()
-    with_attn = build_resnet("resnet32", self_attention=True, spectral_norm=True)
+    with_attn = build_network("resnet32", self_attention=True, spectral_norm=True)
     assert with_attn(torch.randn(2, 3, 32, 32)).shape == (2,)
 
 
@@ -50,7 +50,7 @@ def test_table3_counts_are_the_classes_counts():
     rows = {row["network"]: row for row in table3([])}
     assert set(rows) == {"resnet32", "resnet64", "resnet128", "resnet64_shallow"}
     for name, row in rows.items():
-        assert row["parameters"] == count_parameters(build_resnet(name))
+        assert row["parameters"] == count_parameters(build_network(name))
         assert row["image_size"] == RESNETS[name].image_size
     assert rows["resnet32"]["layers"].startswith("3x3 Conv2d, 128; 3 x ResBlock 128; ResBlock Down 256")
 

@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 import torch
 
+from fdrl.chunks import read_chunks
+from fdrl.config import config_hash, load_config
 from fdrl.errors import FdrlError
-from fdrl.prior_fit import fit_prior
-from fdrl.config import config_hash
+from fdrl.images import to_uint8
 from fdrl.noise import InterpolationNoise
-from fdrl.sampling import Sampler, load_chunks, parse_seeds, sample, to_uint8
+from fdrl.prior_fit import fit_prior
+from fdrl.sampling import Sampler, parse_seeds, sample
 from fdrl.shards import shard
-from fdrl.train import load_config, train
+from fdrl.train import train
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +27,22 @@ def run(tmp_path_factory):
     sets = {"data": root / "shards", "prior": "data", "prior_path": root / "prior.pt",
             "network": "mlp_digits", "steps": 3, "batch": 8, "flow_steps": 3, "sample_steps": 5,
             "log_every": 1, "sample_every": 3, "checkpoint_every": 3}
-    train(load_config(None, [f"{k}={v}" for k, v in sets.items()]), root / "run", device="cpu")
+    cfg = load_config(None, [f"{k}={v}" for k, v in sets.items()], run_dir=root / "run")
+    train(cfg, root / "run", device="cpu")
     return root / "run"
+
+
+def assert_same_images(a, b):
+    """uint8 images of the same seeds, drawn in batches of other shapes or by other processes.
+
+    Image i is a function of seed i alone, but the network's float32 kernels may sum in another
+    order for another batch shape (oneDNN picks its kernels by shape and by CPU), so the flowed
+    images agree to float32 rounding, not bitwise. Quantized to uint8, a pixel that lies on a
+    rounding boundary may move by one level; a mixed-up seed would change every image entirely.
+    """
+    assert a.shape == b.shape and a.dtype == b.dtype == np.uint8
+    diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (diff.max(), (diff > 0).mean())
 
 
 def test_an_image_depends_on_its_seed_alone(run, tmp_path):
@@ -34,10 +50,10 @@ def test_an_image_depends_on_its_seed_alone(run, tmp_path):
     sample(run, list(range(10)), tmp_path / "small.npz", batch=3, device="cpu")
     sample(run, list(range(4)), tmp_path / "a.npz", device="cpu")
     sample(run, list(range(4, 10)), tmp_path / "b.npz", device="cpu")
-    whole, seeds, _ = load_chunks([str(tmp_path / "all.npz")])
+    whole, seeds, _ = read_chunks([str(tmp_path / "all.npz")])
     assert whole.shape == (10, 8, 8, 1) and whole.dtype == np.uint8 and seeds.tolist() == list(range(10))
-    assert np.array_equal(load_chunks([str(tmp_path / "small.npz")])[0], whole)
-    assert np.array_equal(load_chunks([str(tmp_path / "a.npz"), str(tmp_path / "b.npz")])[0], whole)
+    assert_same_images(read_chunks([str(tmp_path / "small.npz")])[0], whole)
+    assert_same_images(read_chunks([str(tmp_path / "a.npz"), str(tmp_path / "b.npz")])[0], whole)
 
 
 def test_two_processes_write_the_same_chunk(run, tmp_path):
@@ -48,8 +64,9 @@ def test_two_processes_write_the_same_chunk(run, tmp_path):
          str(tmp_path / "two.npz"), "--device", "cpu"],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    one, two = (load_chunks([str(tmp_path / f)]) for f in ("one.npz", "two.npz"))
-    assert np.array_equal(one[0], two[0]) and np.array_equal(one[1], two[1])
+    one, two = (read_chunks([str(tmp_path / f)]) for f in ("one.npz", "two.npz"))
+    assert np.array_equal(one[1], two[1])  # the seeds, in order
+    assert_same_images(one[0], two[0])
 
 
 def test_zero_flow_steps_give_the_clamped_prior(run):
@@ -66,22 +83,24 @@ def test_chunks_name_their_run_and_flow_length(run, tmp_path):
     sample(run, [0, 1], tmp_path / "a.npz", device="cpu")
     sample(run, [2, 3], tmp_path / "b.npz", device="cpu")
     sample(run, [4, 5], tmp_path / "prior.npz", steps=0, device="cpu")
-    info = load_chunks([str(tmp_path / "a.npz"), str(tmp_path / "b.npz")])[2]
+    info = read_chunks([str(tmp_path / "a.npz"), str(tmp_path / "b.npz")])[2]
     final = torch.load(run / "final.pt", weights_only=True)
     assert info == {"run": "run", "dataset": "digits", "prior": "data", "pairing": "lsif-pearson",
                     "train_steps": 3, "flow_steps": 3, "steps": 5,
                     "config_hash": config_hash(final["config"])}
-    assert load_chunks([str(tmp_path / "prior.npz")])[2]["steps"] == 0
+    assert read_chunks([str(tmp_path / "prior.npz")])[2]["steps"] == 0
     with pytest.raises(FdrlError, match="different runs or flow lengths"):
-        load_chunks([str(tmp_path / "a.npz"), str(tmp_path / "prior.npz")])
+        read_chunks([str(tmp_path / "a.npz"), str(tmp_path / "prior.npz")])
 
 
 def test_interpolation_ends_are_the_two_seeds_samples(run):
     sampler = Sampler.load(run, torch.device("cpu"))
     path = sampler.interpolate(3, 9, points=5)
     assert path.shape == (5, 1, 8, 8)
-    assert torch.allclose(path[0], sampler.generate([3])[0], atol=1e-6)
-    assert torch.allclose(path[-1], sampler.generate([9])[0], atol=1e-5)
+    # The ends see exactly seed 3's and seed 9's noise; the network runs on a batch of 5 here
+    # and of 1 there, so they agree to float32 rounding carried through 5 flow steps of eta 3.
+    assert torch.allclose(path[0], sampler.generate([3])[0], atol=1e-4)
+    assert torch.allclose(path[-1], sampler.generate([9])[0], atol=1e-4)
     assert not torch.allclose(path[2], path[0]) and not torch.allclose(path[2], path[-1])
 
 

@@ -19,7 +19,8 @@ from fdrl.errors import FdrlError
 from fdrl.noise import SlicedNoise
 from fdrl.prior_fit import fit_prior
 from fdrl.shards import shard
-from fdrl.train import config_from_mapping, load_config, train
+from fdrl.config import load_config, make_config
+from fdrl.train import train
 
 STEPS = 24
 BASE = {"network": "resnet8", "pairing": "lsif-pearson", "steps": STEPS, "batch": 8, "lr": 1e-4,
@@ -86,10 +87,10 @@ def test_sliced_noise_gives_every_global_row_the_same_numbers():
 
 def test_config_is_validated_and_resolved(digits, tmp_path):
     good = {"data": "d", "prior_path": "p.pt", "network": "resnet8"}
-    cfg = config_from_mapping({**good, "lr": "1e-4", "steps": 30_000})
+    cfg = make_config({**good, "lr": "1e-4", "steps": 30_000})
     assert cfg.lr == 1e-4 and cfg.lr_milestones == (10_000, 20_000)  # T - 20k, T - 10k
     assert cfg.spectral_norm is False and cfg.betas == (0.9, 0.999)
-    assert config_from_mapping({**good, "network": "resnet64_shallow"}).spectral_norm is True
+    assert make_config({**good, "network": "resnet64_shallow"}).spectral_norm is True
     bad = [({"lrate": 1}, "unknown key 'lrate'"), ({"steps": 1.5}, "steps: 1.5 .* an integer"),
            ({"flip": "yes"}, "flip: 'yes' .* true or false"), ({"betas": [0.9]}, "betas"),
            ({"pairing": "lsif-kl"}, "unknown loss-divergence pairing 'lsif-kl'"),
@@ -99,12 +100,26 @@ def test_config_is_validated_and_resolved(digits, tmp_path):
            ({"lr_milestones": [5, 3]}, "lr_milestones"), ({"eta": "nan"}, "finite")]
     for change, message in bad:
         with pytest.raises(FdrlError, match=message):
-            config_from_mapping({**good, **change})
+            make_config({**good, **change})
     path = tmp_path / "bad.yaml"
     path.write_text("- a list\n")
     with pytest.raises(FdrlError, match="must be a mapping"):
         load_config(path)
     assert cli.main(["train", "--config", str(tmp_path / "none.yaml"), "--out", str(tmp_path)]) == 1
+
+
+def test_one_config_path_with_an_explicit_max_steps(tmp_path):
+    sets = ["data=d", "prior_path=p.pt", "network=resnet8", "steps=30000"]
+    # --max-steps stops early; the lr decays stay where the full 30k-step schedule puts them.
+    cfg = load_config(None, sets, run_dir=tmp_path / "run-a", max_steps=50)
+    assert (cfg.steps, cfg.lr_milestones, cfg.name) == (50, (10_000, 20_000), "run-a")
+    cfg = load_config(None, [*sets, "lr_milestones=[5, 7]", "betas=[0.5, 0.9]"])
+    assert cfg.lr_milestones == (5, 7) and cfg.betas == (0.5, 0.9)
+    assert make_config(cfg.to_dict()) == cfg  # final.pt's resolved config reads back unchanged
+    with pytest.raises(FdrlError, match="not a YAML value"):
+        load_config(None, [*sets, "betas=[0.9"])
+    with pytest.raises(FdrlError, match="--max-steps must be positive"):
+        load_config(None, sets, max_steps=0)
 
 
 def test_one_and_two_processes_give_the_same_weights(references):
@@ -236,16 +251,16 @@ def test_resume_refuses_other_settings_and_never_refuses_checkpoints(references,
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(digits, tmp_path, monkeypatch):
-    import fdrl.trainer
+    import fdrl.train
 
-    real, calls = fdrl.trainer.fdrl_step, []
+    real, calls = fdrl.train.fdrl_step, []
 
     def diverging(*args, **kwargs):
         result = real(*args, **kwargs)
         calls.append(1)
         return result._replace(loss=result.loss * float("nan")) if len(calls) == 5 else result
 
-    monkeypatch.setattr(fdrl.trainer, "fdrl_step", diverging)
+    monkeypatch.setattr(fdrl.train, "fdrl_step", diverging)
     cfg = load_config(config(tmp_path, digits, steps=8, checkpoint_every=2, log_every=1))
     with pytest.raises(FdrlError, match=r"not finite at step 5 .*step-000004.pt, predates it"):
         train(cfg, tmp_path / "run")

@@ -1,37 +1,23 @@
-# Names, paths and input functions shared by the rules (no rules here).
+# Names, paths, resources and input functions shared by the rules (no rules here), in the order of
+# the pipeline: every stage, the 2-D experiments, data, training, sampling, FID, Table 1 and its
+# figures, and `rule all`.
 #
-# Every path derives from config["root"] (DESIGN.md section 7): results/ at paper scale,
+# Every path derives from config["root"] (docs/design.md#formats): results/ at paper scale,
 # results/demo/ and results/smoke/ at the other scales, so scales never overwrite each other.
+# The names of datasets, experiments, tables and FID backends come from the fdrl package, from
+# modules that do not import torch, so that planning the DAG (and every cluster job's start-up)
+# stays fast.
 
-import os
+import json
 import re
 import shlex
 
+import yaml
+
+from fdrl.datasets import DATASETS
+from fdrl.names import CODE_TABLES, FID_BACKENDS, GAUSSIAN_TOYS, SWISSROLL_TOYS, TOYS
+
 ROOT = config["root"]
-
-# The paper's 2-D experiments (Figs. 2, 3, 10) as `fdrl toy` names them. The first three use the
-# Gaussians of Sec. 3.1 and take config["toy"]["gaussians"]; the swiss-roll ones (one per legal
-# pairing, Appendix C) take config["toy"]["swissroll"]. Spelled out rather than imported from
-# fdrl so that planning the DAG (and every cluster job's start-up) does not import torch.
-GAUSSIAN_TOYS = ["stale_near", "stale_far", "fdrl_far"]
-PAIRINGS = ["lsif-pearson", "lr-kl", "lr-js", "lr-logd"]
-SWISSROLL_TOYS = [f"swissroll_{pairing}" for pairing in PAIRINGS]
-TOYS = GAUSSIAN_TOYS + SWISSROLL_TOYS
-
-# Datasets `fdrl shard` knows, with their image sizes (DESIGN.md section 3).
-DATASET_SHAPES = {
-    "digits": (1, 8, 8),
-    "cifar10": (3, 32, 32),
-    "celeba": (3, 64, 64),
-    "lsun_church": (3, 128, 128),
-    **{f"cat2dog_{split}": (3, 64, 64) for split in ("trainA", "trainB", "testA", "testB")},
-}
-
-# Tables that `fdrl table` computes from the code alone, with no input file.
-CODE_TABLES = ["table2", "table3"]
-
-# FID backends of `fdrl fid` (DESIGN.md section 10).
-FID_BACKENDS = ["pytorch-fid", "clean-fid", "classifier"]
 
 
 def one_of(names):
@@ -41,7 +27,7 @@ def one_of(names):
 
 wildcard_constraints:
     experiment=one_of(TOYS),
-    dataset=one_of(DATASET_SHAPES),
+    dataset=one_of(DATASETS),
     run="[A-Za-z0-9_.-]+",
     chunk="[0-9]{4}",
     steps="[0-9]+",
@@ -49,9 +35,49 @@ wildcard_constraints:
     backend=one_of(FID_BACKENDS),
 
 
+# --- every stage --------------------------------------------------------------------------------
+
+
 def caption(name):
     """The caption file (workflow/report/) of a table or figure in Snakemake's report."""
     return Path(workflow.basedir) / "workflow/report" / f"{name}.rst"
+
+
+def job_threads(kind):
+    """The threads of a job of `kind` (a key of config["resources"])."""
+    return config["resources"][kind]["threads"]
+
+
+def job_resources(kind, **extra):
+    """What a job of `kind` asks of the cluster or the machine (config["resources"][kind]): GPUs,
+    memory and runtime, and `extra` (memory computed from the data, plugin settings)."""
+    settings = config["resources"][kind]
+    asked = {"gpu": settings["gpus"], "runtime": settings["runtime"]}
+    if "mem_mb" in settings:
+        asked["mem_mb"] = settings["mem_mb"]
+    return {**asked, **extra}
+
+
+def yaml_value(value):
+    """`value` written so that YAML reads it back unchanged: a plain string where that is safe
+    (paths, names), JSON otherwise (numbers, booleans, lists; JSON is YAML)."""
+    if isinstance(value, str):
+        try:
+            if yaml.safe_load(value) == value:
+                return value
+        except yaml.YAMLError:
+            pass
+    return json.dumps(value)
+
+
+def set_options(settings):
+    """A mapping of settings as `--set key=value ...` options of an fdrl verb, each shell-quoted;
+    fdrl reads each value as YAML, so lists travel as YAML lists."""
+    return " ".join(f"--set {shlex.quote(f'{key}={yaml_value(value)}')}"
+                    for key, value in settings.items())
+
+
+# --- the 2-D experiments ------------------------------------------------------------------------
 
 
 def toy_dir(experiment):
@@ -69,32 +95,22 @@ def toy_metrics(*experiments):
     return [f"{toy_dir(e)}/metrics.json" for e in experiments]
 
 
-def set_options(overrides):
-    """Turns a mapping of hyperparameter overrides into `--set key=value ...` options.
-
-    Values go through verbatim, but for lists (comma-joined, as in `lr_milestones=5000,10000`) and
-    booleans (`true`/`false`, as YAML spells them); each option is shell-quoted.
-    """
-    options = []
-    for key, value in overrides.items():
-        if isinstance(value, bool):
-            value = str(value).lower()
-        elif isinstance(value, (list, tuple)):
-            value = ",".join(str(v) for v in value)
-        options += ["--set", shlex.quote(f"{key}={value}")]
-    return " ".join(options)
-
-
 def toy_overrides(wildcards):
     """The `--set` options of a 2-D experiment, from its family's mapping in config["toy"]."""
     family = "gaussians" if wildcards.experiment in GAUSSIAN_TOYS else "swissroll"
     return set_options(config["toy"][family])
 
 
+# --- data ---------------------------------------------------------------------------------------
+
+
 def prior_memory_mb(*datasets):
     """Memory for fitting (or loading) the priors: float64 d x d accumulators, factor, copies."""
-    d = max(c * h * w for c, h, w in (DATASET_SHAPES[name] for name in datasets))
+    d = max(c * h * w for c, h, w in (DATASETS[name].shape for name in datasets))
     return 1000 + 3 * 8 * d * d // 2**20
+
+
+# --- training -----------------------------------------------------------------------------------
 
 
 def run_settings(run):
@@ -124,9 +140,7 @@ def train_options(wildcards, input):
     return set_options({**{k: v for k, v in paths.items() if v}, **rest})
 
 
-def train_resources(wildcards):
-    """Threads, GPUs, memory and runtime of a run's job (config["train_resources"])."""
-    return config["train_resources"]
+# --- sampling -----------------------------------------------------------------------------------
 
 
 def chunk_seeds(chunk, n_samples):
@@ -146,6 +160,9 @@ def sample_chunks(run, steps=None):
         folder, n = f"{ROOT}/samples/{run}/steps-{steps}", config["flow_length"]["n_samples"]
     count = -(-n // config["sampling"]["chunk_size"])
     return [f"{folder}/chunk-{chunk:04d}.npz" for chunk in range(count)]
+
+
+# --- FID ----------------------------------------------------------------------------------------
 
 
 def fid_weights(backend):
@@ -180,31 +197,6 @@ def run_fid(run, backend, steps=None):
     return f"{folder}/{run}_{backend}.json"
 
 
-def table1_inputs():
-    """Table 1's FID results, rows in order: each run (per backend), then the prior baseline."""
-    backends = config["evaluation"]["backends"]
-    fids = [run_fid(run, b) for run in config["table1"]["runs"] for b in backends]
-    baseline = config["table1"].get("prior_baseline")
-    if baseline:
-        fids += [run_fid(baseline, b, steps=0) for b in backends]
-    return fids
-
-
-def evaluation_resources():
-    """Threads, GPUs, memory and runtime of FID, reference and figure jobs."""
-    return config["evaluation_resources"]
-
-
-def scaled(paper, demo, smoke):
-    """A per-scale value (runtimes in minutes, memory), picked by config["scale"]."""
-    return {"paper": paper, "demo": demo, "smoke": smoke}[config["scale"]]
-
-
-def sample_resources():
-    """Threads, GPUs, memory and runtime of a sample-chunk job (config["sample_resources"])."""
-    return config["sample_resources"]
-
-
 def fid_inputs(wildcards):
     """A FID job's chunks, the reference of the run's training set, and the backend's weights."""
     steps = wildcards.get("steps")
@@ -216,9 +208,28 @@ def fid_inputs(wildcards):
     }
 
 
+# --- Table 1 and its figures --------------------------------------------------------------------
+
+
+def table1_inputs():
+    """Table 1's FID results, rows in order: each run (per backend), then the prior baseline."""
+    backends = config["evaluation"]["backends"]
+    fids = [run_fid(run, b) for run in config["table1"]["runs"] for b in backends]
+    baseline = config["table1"].get("prior_baseline")
+    if baseline:
+        fids += [run_fid(baseline, b, steps=0) for b in backends]
+    return fids
+
+
 def figure_run(key):
     """The final.pt of the run config["figures"][key] names."""
     return f"{ROOT}/runs/{config['figures'][key]}/final.pt"
+
+
+def nearest_figures():
+    """Figs. 12-13: one nearest-neighbour figure per run of config["figures"]["nearest"]."""
+    return {f"{ROOT}/figures/fig12_nearest_{run_settings(run)['dataset']}.png": run
+            for run in config["figures"]["nearest"]}
 
 
 def nearest_inputs(wildcards):
@@ -228,10 +239,7 @@ def nearest_inputs(wildcards):
             **fid_weights(config["evaluation"]["backends"][0])}
 
 
-def nearest_figures():
-    """Figs. 12-13: one nearest-neighbour figure per run of config["figures"]["nearest"]."""
-    return {f"{ROOT}/figures/fig12_nearest_{run_settings(run)['dataset']}.png": run
-            for run in config["figures"]["nearest"]}
+# --- rule all -----------------------------------------------------------------------------------
 
 
 def all_targets():

@@ -13,10 +13,9 @@ rule shard:
         shard_size=config["shard_size"],
     conda:
         "../envs/fdrl.yaml"
-    threads: scaled(paper=8, demo=1, smoke=1)
+    threads: job_threads("shard")
     resources:
-        mem_mb=lambda wildcards, threads: 2000 * threads,
-        runtime=scaled(paper=240, demo=10, smoke=10),
+        **job_resources("shard"),
     shell:
         "fdrl shard --dataset {wildcards.dataset} --data-root {params.data_root} --out {output}"
         " --shard-size {params.shard_size} --workers {threads} > {log} 2>&1"
@@ -31,12 +30,10 @@ rule fit_prior:
         f"{ROOT}/logs/data/fit_prior_{{dataset}}.log",
     conda:
         "../envs/fdrl.yaml"
-    threads: scaled(paper=8, demo=1, smoke=1)
+    threads: job_threads("fit_prior")
     resources:
         # The float64 d x d accumulator, its Cholesky factor and the float32 copy written out.
-        mem_mb=lambda wildcards: prior_memory_mb(wildcards.dataset),
-        runtime=scaled(paper=120, demo=10, smoke=10),
-        gpu=scaled(paper=1, demo=0, smoke=0),
+        **job_resources("fit_prior", mem_mb=lambda wildcards: prior_memory_mb(wildcards.dataset)),
     shell:
         "OMP_NUM_THREADS={threads} fdrl fit-prior --shards {input} --out {output}"
         " --workers {threads} > {log} 2>&1"
@@ -51,9 +48,8 @@ rule fig11:
         f"{ROOT}/logs/figures/fig11.log",
     conda:
         "../envs/fdrl.yaml"
-    threads: 1
+    threads: job_threads("small")
     resources:
-        mem_mb=lambda wildcards, input: max(1000, prior_memory_mb(*config["prior_datasets"]) // 2),
-        runtime=10,
+        **job_resources("small", mem_mb=max(1000, prior_memory_mb(*config["prior_datasets"]) // 2)),
     shell:
         "fdrl figure fig11 --out {output} {input} > {log} 2>&1"

@@ -1,4 +1,4 @@
-# FID (DESIGN.md section 10): reference statistics of each training set per backend (one job,
+# FID (docs/design.md#evaluation): reference statistics of each training set per backend (one job,
 # reused by every run), then the FID of each run's samples against them, as JSON. The backends'
 # weights are DAG inputs where the workflow makes them: the digits classifier (the demo's
 # "classifier FID") and, at smoke scale, seeded random Inception weights (labelled as such).
@@ -11,10 +11,9 @@ rule train_classifier:
         f"{ROOT}/logs/fid/train_classifier.log",
     conda:
         "../envs/fdrl.yaml"
-    threads: 1
+    threads: job_threads("small")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **job_resources("small"),
     shell:
         "OMP_NUM_THREADS={threads} fdrl train-classifier --out {output} > {log} 2>&1"
 
@@ -26,10 +25,9 @@ rule random_inception_weights:
         f"{ROOT}/logs/fid/random_inception_weights.log",
     conda:
         "../envs/fdrl.yaml"
-    threads: 1
+    threads: job_threads("small")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **job_resources("small"),
     shell:
         "fdrl fetch-weights --random-seed 0 --to {output} > {log} 2>&1"
 
@@ -47,11 +45,9 @@ rule fid_ref:
         weights=weights_option,
     conda:
         "../envs/fdrl.yaml"
-    threads: lambda wildcards: evaluation_resources()["threads"]
+    threads: job_threads("evaluation")
     resources:
-        gpu=lambda wildcards: evaluation_resources()["gpus"],
-        mem_mb=lambda wildcards: evaluation_resources()["mem_mb"],
-        runtime=lambda wildcards: evaluation_resources()["runtime"],
+        **job_resources("evaluation"),
     shell:
         "OMP_NUM_THREADS={threads} fdrl fid-ref --shards {params.shards} --backend {wildcards.backend}"
         " {params.weights} --workers {threads} --out {output} > {log} 2>&1"
@@ -74,11 +70,9 @@ rule fid:
         weights=weights_option,
     conda:
         "../envs/fdrl.yaml"
-    threads: lambda wildcards: evaluation_resources()["threads"]
+    threads: job_threads("evaluation")
     resources:
-        gpu=lambda wildcards: evaluation_resources()["gpus"],
-        mem_mb=lambda wildcards: evaluation_resources()["mem_mb"],
-        runtime=lambda wildcards: evaluation_resources()["runtime"],
+        **job_resources("evaluation"),
     shell:
         FID_SHELL
 
@@ -94,10 +88,8 @@ rule fid_flow_length:
         weights=weights_option,
     conda:
         "../envs/fdrl.yaml"
-    threads: lambda wildcards: evaluation_resources()["threads"]
+    threads: job_threads("evaluation")
     resources:
-        gpu=lambda wildcards: evaluation_resources()["gpus"],
-        mem_mb=lambda wildcards: evaluation_resources()["mem_mb"],
-        runtime=lambda wildcards: evaluation_resources()["runtime"],
+        **job_resources("evaluation"),
     shell:
         FID_SHELL

@@ -22,11 +22,9 @@ rule sample:
         steps="",
     conda:
         "../envs/fdrl.yaml"
-    threads: lambda wildcards: sample_resources()["threads"]
+    threads: job_threads("sample")
     resources:
-        gpu=lambda wildcards: sample_resources()["gpus"],
-        mem_mb=lambda wildcards: sample_resources()["mem_mb"],
-        runtime=lambda wildcards: sample_resources()["runtime"],
+        **job_resources("sample"),
     shell:
         SAMPLE_SHELL
 
@@ -44,10 +42,8 @@ rule sample_flow_length:
         steps=lambda wildcards: f"--steps {wildcards.steps}",
     conda:
         "../envs/fdrl.yaml"
-    threads: lambda wildcards: sample_resources()["threads"]
+    threads: job_threads("sample")
     resources:
-        gpu=lambda wildcards: sample_resources()["gpus"],
-        mem_mb=lambda wildcards: sample_resources()["mem_mb"],
-        runtime=lambda wildcards: sample_resources()["runtime"],
+        **job_resources("sample"),
     shell:
         SAMPLE_SHELL

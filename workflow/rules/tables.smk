@@ -1,5 +1,5 @@
 # Tables computed from the code alone: Table 2 (f and f' per divergence, checked numerically) and
-# Table 3 (the network structures, with parameter counts). Table 1 is built in report.smk.
+# Table 3 (the network structures, with parameter counts). Table 1 is built in table1.smk.
 
 
 rule table_from_code:
@@ -10,9 +10,8 @@ rule table_from_code:
         f"{ROOT}/logs/tables/{{table}}.log",
     conda:
         "../envs/fdrl.yaml"
-    threads: 1
+    threads: job_threads("small")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **job_resources("small"),
     shell:
         "OMP_NUM_THREADS={threads} fdrl table {wildcards.table} --out {output} > {log} 2>&1"

@@ -17,10 +17,9 @@ rule toy:
         overrides=toy_overrides,
     conda:
         "../envs/fdrl.yaml"
-    threads: 1
+    threads: job_threads("toy")
     resources:
-        mem_mb=2000,
-        runtime=scaled(paper=360, demo=30, smoke=10),
+        **job_resources("toy"),
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
         " fdrl toy {wildcards.experiment} --out {params.outdir} {params.overrides} > {log} 2>&1"
@@ -36,10 +35,9 @@ rule fig2:
         f"{ROOT}/logs/figures/fig2.log",
     conda:
         "../envs/fdrl.yaml"
-    threads: 1
+    threads: job_threads("small")
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **job_resources("small"),
     shell:
         "fdrl figure fig2 --out {output} {input.near} {input.far} > {log} 2>&1"
 
@@ -53,10 +51,9 @@ rule fig3:
         f"{ROOT}/logs/figures/fig3.log",
     conda:
         "../envs/fdrl.yaml"
-    threads: 1
+    threads: job_threads("small")
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **job_resources("small"),
     shell:
         "fdrl figure fig3 --out {output} {input} > {log} 2>&1"
 
@@ -71,10 +68,9 @@ rule fig10:
         f"{ROOT}/logs/figures/fig10.log",
     conda:
         "../envs/fdrl.yaml"
-    threads: 1
+    threads: job_threads("small")
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **job_resources("small"),
     shell:
         "fdrl figure fig10 --out {output} {input} > {log} 2>&1"
 
@@ -88,9 +84,8 @@ rule toy_table:
         f"{ROOT}/logs/tables/toy.log",
     conda:
         "../envs/fdrl.yaml"
-    threads: 1
+    threads: job_threads("small")
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **job_resources("small"),
     shell:
         "fdrl table toy --out {output} {input} > {log} 2>&1"

@@ -16,13 +16,11 @@ rule train:
         options=train_options,
     conda:
         "../envs/fdrl.yaml"
-    threads: lambda wildcards: train_resources(wildcards)["threads"]
+    threads: job_threads("train")
     resources:
-        gpu=lambda wildcards: train_resources(wildcards)["gpus"],
-        # One process that sees all the job's GPUs and starts torchrun itself (LIBRARIES.md).
-        tasks_per_gpu=0,
-        mem_mb=lambda wildcards: train_resources(wildcards)["mem_mb"],
-        runtime=lambda wildcards: train_resources(wildcards)["runtime"],
+        # One process that sees all the job's GPUs and starts torchrun itself: without
+        # tasks_per_gpu=0 the SLURM plugin would run the command once per GPU.
+        **job_resources("train", tasks_per_gpu=0),
     shell:
         "OMP_NUM_THREADS={threads} fdrl launch --gpus-per-node {resources.gpu} --"
         " train --out {params.run_dir} {params.options} > {log} 2>&1"

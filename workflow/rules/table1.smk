@@ -12,10 +12,9 @@ rule table1:
         f"{ROOT}/logs/tables/table1.log",
     conda:
         "../envs/fdrl.yaml"
-    threads: 1
+    threads: job_threads("small")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **job_resources("small"),
     shell:
         "fdrl table table1 --out {output} {input} > {log} 2>&1"
 
@@ -30,10 +29,9 @@ rule fig4:
         f"{ROOT}/logs/figures/fig4_{{run}}.log",
     conda:
         "../envs/fdrl.yaml"
-    threads: 1
+    threads: job_threads("small")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **job_resources("small"),
     shell:
         "fdrl figure fig4 --out {output} {input} > {log} 2>&1"
 
@@ -48,10 +46,9 @@ rule fig5:
         f"{ROOT}/logs/figures/fig5.log",
     conda:
         "../envs/fdrl.yaml"
-    threads: 1
+    threads: job_threads("small")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **job_resources("small"),
     shell:
         "fdrl figure fig5 --out {output} {input} > {log} 2>&1"
 
@@ -74,11 +71,9 @@ rule fig8:
         run_dir=lambda wildcards, input: os.path.dirname(input[0]),
     conda:
         "../envs/fdrl.yaml"
-    threads: lambda wildcards: evaluation_resources()["threads"]
+    threads: job_threads("evaluation")
     resources:
-        gpu=lambda wildcards: evaluation_resources()["gpus"],
-        mem_mb=lambda wildcards: evaluation_resources()["mem_mb"],
-        runtime=lambda wildcards: evaluation_resources()["runtime"],
+        **job_resources("evaluation"),
     shell:
         FLOWED_FIGURE_SHELL
 
@@ -95,11 +90,9 @@ rule fig9:
         run_dir=lambda wildcards, input: os.path.dirname(input[0]),
     conda:
         "../envs/fdrl.yaml"
-    threads: lambda wildcards: evaluation_resources()["threads"]
+    threads: job_threads("evaluation")
     resources:
-        gpu=lambda wildcards: evaluation_resources()["gpus"],
-        mem_mb=lambda wildcards: evaluation_resources()["mem_mb"],
-        runtime=lambda wildcards: evaluation_resources()["runtime"],
+        **job_resources("evaluation"),
     shell:
         FLOWED_FIGURE_SHELL
 
@@ -117,11 +110,9 @@ rule fig12:
         weights=weights_option,
     conda:
         "../envs/fdrl.yaml"
-    threads: lambda wildcards: evaluation_resources()["threads"]
+    threads: job_threads("evaluation")
     resources:
-        gpu=lambda wildcards: evaluation_resources()["gpus"],
-        mem_mb=lambda wildcards: evaluation_resources()["mem_mb"],
-        runtime=lambda wildcards: evaluation_resources()["runtime"],
+        **job_resources("evaluation"),
     shell:
         "OMP_NUM_THREADS={threads} fdrl figure fig12 --backend {params.backend} {params.weights}"
         " --out {output} {input.chunk} {input.shards} > {log} 2>&1"

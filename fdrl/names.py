@@ -1,0 +1,28 @@
+"""The names the command line and the workflow offer, importable without torch.
+
+`fdrl --help`, argument errors and Snakemake's planning (`workflow/rules/common.smk`) read these
+lists and never wait for torch to import. Each registry that implements a name is keyed by it
+(`divergences.DIVERGENCES`, `toy.EXPERIMENTS`, `figures.FIGURES`, `tables.TABLES`,
+`features.load_extractor`); `tests/test_structure.py` checks that both sides agree.
+"""
+
+# The legal Bregman loss - f-divergence pairings (Appendix C).
+PAIRINGS = ("lsif-pearson", "lr-kl", "lr-js", "lr-logd")
+
+# Where the flow starts (q'): the data-dependent Gaussian of Eq. 8, U[-1, 1], or the images of a
+# source domain (image-to-image translation).
+PRIORS = ("data", "uniform", "source")
+
+# The 2-D experiments: the Gaussians of Sec. 3.1 (Figs. 2, 3), the swiss roll per pairing (Fig. 10).
+GAUSSIAN_TOYS = ("stale_near", "stale_far", "fdrl_far")
+SWISSROLL_TOYS = tuple(f"swissroll_{pairing}" for pairing in PAIRINGS)
+TOYS = GAUSSIAN_TOYS + SWISSROLL_TOYS
+
+# Tables `fdrl table` writes; the code tables need no input file.
+TABLES = ("table1", "table2", "table3", "toy")
+CODE_TABLES = ("table2", "table3")
+
+FIGURES = ("fig2", "fig3", "fig4", "fig5", "fig8", "fig9", "fig10", "fig11", "fig12")
+
+# Feature spaces of `fdrl fid`: the two Inception libraries, and the demo's digits classifier.
+FID_BACKENDS = ("pytorch-fid", "clean-fid", "classifier")
