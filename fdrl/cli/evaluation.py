@@ -1,0 +1,95 @@
+"""Verbs of the FID stage: `fid-ref`, `fid`, `fetch-weights` and `train-classifier`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fdrl.cli.options import verb
+
+
+def fid_ref_parser(verbs) -> None:
+    verb(verbs, "fid-ref", _fid_ref,
+         "FID reference statistics of a dataset's shards; runs under torchrun too",
+         "Features of every image of the shards (each once, split over ranks), their mean and "
+         "covariance (float64); rank 0 writes an .npz with mu, sigma, count and the backend, "
+         "feature extractor and weights' SHA-256 that made them.",
+         out="ref.npz",
+         shared=("shards", "backend", "weights", "batch", "workers", "device"))
+
+
+def _fid_ref(args: argparse.Namespace) -> None:
+    from fdrl.fid import fid_ref
+
+    meta = fid_ref(args.shards, args.backend, args.out, args.weights, args.batch, args.workers,
+                   args.device)
+    if meta is not None:
+        print(f"{args.backend} reference statistics of {meta['n_images']} images "
+              f"({meta['feature_extractor']}) written to {args.out}")
+
+
+def fid_parser(verbs) -> None:
+    p = verb(verbs, "fid", _fid,
+             "FID of sample chunks against reference statistics; runs under torchrun too",
+             "Features of the images of the .npz chunks, their Frechet distance to the reference "
+             "(float64); rank 0 writes JSON: fid, backend, feature extractor, weights and SHA-256, "
+             "n_images, reference. A reference made by another backend, extractor or weights "
+             "file is refused.", out="fid.json",
+             shared=("backend", "weights", "batch", "device"))
+    p.add_argument("--samples", required=True, nargs="+", metavar="CHUNK.npz",
+                   help="chunks of `fdrl sample` (uint8 NHWC images, seeds)")
+    p.add_argument("--ref", required=True, type=Path, metavar="ref.npz", help="of `fdrl fid-ref`")
+
+
+def _fid(args: argparse.Namespace) -> None:
+    from fdrl.fid import fid
+
+    result = fid(args.samples, args.ref, args.backend, args.out, args.weights, args.batch, args.device)
+    if result is not None:
+        print(f"FID {result['fid']:.4f} ({result['feature_extractor']}; {result['n_images']} "
+              f"images against {args.ref}) written to {args.out}")
+
+
+def fetch_weights_parser(verbs) -> None:
+    p = verb(verbs, "fetch-weights", _fetch_weights,
+             "download both Inception weight files (on a machine with internet)",
+             "Download pytorch-fid's pt_inception-2015-12-05-6726825d.pth and clean-fid's "
+             "inception-2015-12-05.pt into DIR; copy DIR to offline compute nodes and pass "
+             "--weights DIR. With --random-seed, write seeded RANDOM weights under the same names "
+             "instead (tests and the smoke scale; every result says so).", out=None)
+    p.add_argument("--to", required=True, type=Path, metavar="DIR", help="where to put them")
+    p.add_argument("--random-seed", type=int, default=None, metavar="S",
+                   help="write random weights of seed S instead of downloading")
+
+
+def _fetch_weights(args: argparse.Namespace) -> None:
+    from fdrl.features import fetch_weights, write_random_weights
+    from fdrl.io import sha256
+
+    if args.random_seed is None:
+        paths = fetch_weights(args.to)
+    else:
+        paths = write_random_weights(args.to, args.random_seed)
+        print(f"RANDOM Inception weights (seed {args.random_seed}), for tests only:")
+    for path in paths:
+        print(f"{path}  sha256 {sha256(path)}")
+    print(f"pass --weights {args.to} to `fdrl fid-ref` and `fdrl fid`")
+
+
+def train_classifier_parser(verbs) -> None:
+    p = verb(verbs, "train-classifier", _train_classifier,
+             "train the digits classifier of the demo's classifier FID",
+             "Train a small CNN on a stratified 75% split of scikit-learn's 8x8 digits (seconds "
+             "on a CPU), report its test accuracy, and write its state_dict and config; its "
+             "penultimate layer is the `classifier` FID backend's features.",
+             out="classifier.pt")
+    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.add_argument("--epochs", type=int, default=30, help="default: %(default)s")
+
+
+def _train_classifier(args: argparse.Namespace) -> None:
+    from fdrl.classifier import train_classifier
+
+    c = train_classifier(args.out, args.seed, args.epochs)
+    print(f"digits classifier: test accuracy {c['test_accuracy']:.4f} on {c['test_size']} held-out "
+          f"images ({c['train_size']} for training), written to {args.out}")

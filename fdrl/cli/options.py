@@ -1,0 +1,44 @@
+"""Options that several verbs of the `fdrl` command share, defined once, and the helper that
+builds a verb's parser from them."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fdrl import names
+
+SHARED = {
+    "device": (("--device",), dict(choices=("cpu", "cuda"), default=None,
+                                   help="default: cuda if available")),
+    "batch": (("--batch",), dict(type=int, default=64, metavar="N",
+                                 help="images per forward (default: %(default)s)")),
+    "workers": (("--workers",), dict(type=int, default=0, metavar="W",
+                                     help="DataLoader workers per rank (default: %(default)s)")),
+    "shards": (("--shards",), dict(required=True, nargs="+", metavar="SHARDS", help=(
+        "a shard folder (or its manifest.json), or .tar files of one folder"))),
+    "set": (("--set",), dict(action="append", default=[], metavar="KEY=VALUE",
+                             help="set one key (repeatable; VALUE is read as YAML: lists as [1, 2])")),
+    "backend": (("--backend",), dict(required=True, choices=names.FID_BACKENDS, help=(
+        "pytorch-fid (Inception pool3), clean-fid (mode clean), or classifier (the digits "
+        "classifier's features: a classifier FID, not an Inception FID)"))),
+    "weights": (("--weights",), dict(type=Path, default=None, metavar="PATH", help=(
+        "an Inception backend: its weights file, or a folder holding it (as `fdrl fetch-weights` "
+        "writes; default: the library's cache); classifier: the file of `fdrl train-classifier` "
+        "(required)"))),
+}
+
+
+def verb(verbs, name: str, handler, help: str, description: str, out: str | None,
+         out_help: str = "where to write it", shared: tuple[str, ...] = (),
+         changes: dict | None = None, **kwargs) -> argparse.ArgumentParser:
+    """A verb's parser: `--out OUT` (unless None), the shared options it takes (`changes` alters
+    their settings, e.g. {"batch": {"default": 256}}), and the handler it runs."""
+    parser = verbs.add_parser(name, help=help, description=description, **kwargs)
+    parser.set_defaults(handler=handler)
+    if out is not None:
+        parser.add_argument("--out", required=True, type=Path, metavar=out, help=out_help)
+    for option in shared:
+        flags, settings = SHARED[option]
+        parser.add_argument(*flags, **{**settings, **(changes or {}).get(option, {})})
+    return parser
