@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fdrl.datasets import DATASETS
 from fdrl.errors import FdrlError
 from fdrl.io import sha256
 from fdrl.noise import key_seed
@@ -47,6 +48,13 @@ class Manifest:
     def paths(self) -> list[Path]:
         return [self.folder / s["file"] for s in self.shards]
 
+    def refuse_held_out(self, use: str) -> None:
+        """A held-out split (`fdrl.datasets`) is only ever scored: never used for `use`."""
+        held_out_from = DATASETS[self.dataset].held_out_from if self.dataset in DATASETS else ""
+        if held_out_from:
+            raise FdrlError(f"the shards in {self.folder} are {self.dataset}, a held-out split "
+                            f"that is never used for {use}; use the shards of {held_out_from}")
+
 
 def load_manifest(folder: str | os.PathLike) -> Manifest:
     """Reads `folder/manifest.json`; a missing or malformed one is a clear error."""
@@ -56,9 +64,18 @@ def load_manifest(folder: str | os.PathLike) -> Manifest:
         raise FdrlError(f"no manifest.json in {folder}: write the shards with `fdrl shard` first")
     try:
         m = json.loads(path.read_text())
-        return Manifest(folder, m["dataset"], tuple(m["shape"]), int(m["count"]), tuple(m["shards"]))
+        manifest = Manifest(folder, m["dataset"], tuple(m["shape"]), int(m["count"]),
+                            tuple(m["shards"]))
     except (ValueError, KeyError, TypeError) as err:
         raise FdrlError(f"{path} is not a shard manifest ({err}); rewrite it with `fdrl shard`") from None
+    ds = DATASETS.get(manifest.dataset)
+    if ds is not None and m.get("preprocess") != str(ds.preprocess):
+        made = f"preprocessed as {m['preprocess']}" if "preprocess" in m else (
+            "by an older fdrl that did not record its preprocessing")
+        raise FdrlError(f"the shards in {folder} were made {made}; this fdrl preprocesses "
+                        f"{manifest.dataset} as {ds.preprocess}. Delete the folder and rewrite the "
+                        "shards with `fdrl shard`")
+    return manifest
 
 
 def verify(folder: str | os.PathLike, files: list[Path] | None = None) -> None:

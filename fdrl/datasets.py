@@ -1,8 +1,15 @@
-"""The datasets of the paper, preprocessed as docs/design.md#hyperparameters says, by name.
+"""The datasets of the paper, by name, preprocessed as the paper and the authors' code do
+(docs/design.md#hyperparameters).
 
 Each entry reads a dataset from its usual on-disk layout under a data root and yields uint8
 (C, H, W) images with a label. A dataset that is not staged is an FdrlError naming the folder
 that was expected and how to stage it, raised before any work.
+
+Held-out splits (`Dataset.held_out_from`) are never trained on; Table 1 scores them against
+their training set's FID reference, the floor the metric itself allows. The bundled digits have
+no test split, so one is defined by a fixed rule: `digits_test` is every DIGITS_TEST_EVERY-th
+of scikit-learn's 1,797 images, `digits` the others. Interleaved, the two splits share writers,
+as CIFAR10's training and test splits share their distribution.
 """
 
 from __future__ import annotations
@@ -24,18 +31,24 @@ class Source(Protocol):
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]: ...
 
 
-def _resize_shorter(img, size: int):
-    from PIL import Image
+@dataclass(frozen=True)
+class Preprocess:
+    """Preprocessing as the authors' released code writes it: torchvision.transforms on PIL
+    images, applied in order. `Resize` with an (h, w) size squashes the image to it, with an int
+    it scales the shorter side; its filter is torchvision's default on PIL images, bilinear and
+    antialiased. `str()` names the steps; the shard manifest records it."""
 
-    w, h = img.size
-    scale = size / min(w, h)
-    return img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+    steps: tuple[tuple[str, int | tuple[int, int]], ...] = ()
 
+    def __call__(self, img):
+        from torchvision import transforms
 
-def _center_crop(img, size: int):
-    w, h = img.size
-    left, top = (w - size) // 2, (h - size) // 2
-    return img.crop((left, top, left + size, top + size))
+        for kind, size in self.steps:
+            img = getattr(transforms, kind)(size)(img)
+        return img
+
+    def __str__(self) -> str:
+        return ", ".join(f"{kind}({size})" for kind, size in self.steps) or "none"
 
 
 def _to_chw(img) -> np.ndarray:
@@ -56,15 +69,20 @@ class _Mapped:
         return _to_chw(self.transform(img)), int(label)
 
 
-class _Digits:
-    """scikit-learn's 8x8 handwritten digits (values 0..16), scaled to uint8."""
+DIGITS_TEST_EVERY = 6  # every sixth digit (index % 6 == 5) is held out: 299 of the 1,797
 
-    def __init__(self):
+
+class _Digits:
+    """scikit-learn's 8x8 handwritten digits (values 0..16), scaled to uint8: the training
+    split, or the held-out one (every DIGITS_TEST_EVERY-th image)."""
+
+    def __init__(self, held_out: bool):
         from sklearn.datasets import load_digits
 
         digits = load_digits()
-        self.images = np.round(digits.images * (255 / 16)).astype(np.uint8)[:, None]
-        self.labels = digits.target
+        keep = (np.arange(len(digits.images)) % DIGITS_TEST_EVERY == DIGITS_TEST_EVERY - 1) == held_out
+        self.images = np.round(digits.images[keep] * (255 / 16)).astype(np.uint8)[:, None]
+        self.labels = digits.target[keep]
 
     def __len__(self) -> int:
         return len(self.images)
@@ -122,13 +140,16 @@ class _Folder:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A dataset: its image shape, the folder it needs under the data root, how to stage it."""
+    """A dataset: its image shape, the folder it needs under the data root, how to stage it, its
+    preprocessing, and (a held-out split) the training set it is held out from."""
 
     name: str
     shape: tuple[int, int, int]
     folder: str
     stage: str
-    open: Callable[[Path], Source]
+    open: Callable[[Path, Preprocess], Source]
+    preprocess: Preprocess = Preprocess()
+    held_out_from: str = ""
 
     def source(self, data_root: str | Path) -> Source:
         """The dataset's images; an FdrlError naming the expected folder if it is not staged."""
@@ -136,7 +157,7 @@ class Dataset:
         if self.folder and not path.exists():
             stage = self.stage.replace("DATA_ROOT", str(data_root))
             raise FdrlError(f"dataset {self.name} is not staged: expected {path}; {stage}")
-        return self.open(Path(data_root))
+        return self.open(Path(data_root), self.preprocess)
 
 
 def _torchvision(name: str, **kwargs) -> Callable[[Path], Sequence]:
@@ -148,37 +169,45 @@ def _torchvision(name: str, **kwargs) -> Callable[[Path], Sequence]:
     return load
 
 
-def _cat2dog(split: str, label: int) -> Callable[[Path], Source]:
-    # Resize 84 then center-crop 64 (Appendix F).
-    return lambda root: _Folder(root / "cat2dog" / split,
-                                lambda img: _center_crop(_resize_shorter(img, 84), 64), label)
-
-
 _LOGIN_NODE = "on a login node with internet, run"
 DATASETS: dict[str, Dataset] = {
-    "digits": Dataset("digits", (1, 8, 8), "", "it ships with scikit-learn", lambda root: _Digits()),
-    "cifar10": Dataset(
-        "cifar10", (3, 32, 32), "cifar-10-batches-py",
-        f"{_LOGIN_NODE} `python -c \"import torchvision; torchvision.datasets.CIFAR10('DATA_ROOT', download=True)\"`",
-        lambda root: _Mapped(_torchvision("CIFAR10", train=True)(root), lambda img: img)),
+    "digits": Dataset("digits", (1, 8, 8), "", "it ships with scikit-learn",
+                      lambda root, preprocess: _Digits(held_out=False)),
+    "digits_test": Dataset("digits_test", (1, 8, 8), "", "it ships with scikit-learn",
+                           lambda root, preprocess: _Digits(held_out=True),
+                           held_out_from="digits"),
+    **{
+        name: Dataset(
+            name, (3, 32, 32), "cifar-10-batches-py",
+            f"{_LOGIN_NODE} `python -c \"import torchvision; "
+            "torchvision.datasets.CIFAR10('DATA_ROOT', download=True)\"`",
+            lambda root, preprocess, train=train: _Mapped(
+                _torchvision("CIFAR10", train=train)(root), preprocess),
+            held_out_from="" if train else "cifar10")
+        for name, train in (("cifar10", True), ("cifar10_test", False))
+    },
     "celeba": Dataset(
         "celeba", (3, 64, 64), "celeba",
-        f"{_LOGIN_NODE} `python -c \"import torchvision; torchvision.datasets.CelebA('DATA_ROOT', download=True)\"` "
+        f"{_LOGIN_NODE} `python -c \"import torchvision; "
+        "torchvision.datasets.CelebA('DATA_ROOT', download=True)\"` "
         "(or place img_align_celeba/ and the list_*.txt files there by hand)",
-        # Center-crop 140, then resize 64 (Appendix F).
-        lambda root: _Mapped(_torchvision("CelebA", split="train", target_type="identity")(root),
-                             lambda img: _resize_shorter(_center_crop(img, 140), 64))),
+        lambda root, preprocess: _Mapped(
+            _torchvision("CelebA", split="train", target_type="identity")(root), preprocess),
+        Preprocess((("CenterCrop", 140), ("Resize", 64)))),  # Appendix F
     "lsun_church": Dataset(
         "lsun_church", (3, 128, 128), "church_outdoor_train_lmdb",
         "download church_outdoor_train_lmdb.zip from the LSUN project and unzip it there",
-        # Resize 128, then center-crop 128 (Appendix F).
-        lambda root: _Lmdb(root / "church_outdoor_train_lmdb",
-                           lambda img: _center_crop(_resize_shorter(img, 128), 128))),
+        lambda root, preprocess: _Lmdb(root / "church_outdoor_train_lmdb", preprocess),
+        # "resize the image to 128x128 directly" (Appendix F): squashed, not cropped.
+        Preprocess((("Resize", (128, 128)),))),
     **{
         f"cat2dog_{split}": Dataset(
             f"cat2dog_{split}", (3, 64, 64), f"cat2dog/{split}",
             "download DRIT's cat2dog.zip (trainA, trainB, testA, testB) and unzip it there",
-            _cat2dog(split, label))
+            lambda root, preprocess, split=split, label=label: _Folder(
+                root / "cat2dog" / split, preprocess, label),
+            Preprocess((("Resize", (84, 84)), ("CenterCrop", 64))),  # Appendix F
+            held_out_from=f"cat2dog_train{split[-1]}" if split.startswith("test") else "")
         for split, label in (("trainA", 0), ("trainB", 1), ("testA", 0), ("testB", 1))
     },
 }

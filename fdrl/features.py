@@ -1,8 +1,12 @@
 """Feature extractors of the FID backends, and where their weights come from
 (docs/design.md#evaluation).
 
-- `pytorch-fid`: `pytorch_fid.inception.InceptionV3([3])`, pool3 (2048-d); images in [0, 1],
-  resized to 299 inside the network (bilinear), as `python -m pytorch_fid` does for PNG folders.
+- `pytorch-fid`: `pytorch_fid.inception.InceptionV3([3])`, pool3 (2048-d) of the TF-FID
+  Inception; images in [0, 1], resized to 299 inside the network (bilinear), as `python -m
+  pytorch_fid` does for PNG folders.
+- `torchvision-inception`: the authors' protocol. The same `InceptionV3([3])` built with
+  `use_fid_inception=False`, i.e. over torchvision's ImageNet `inception_v3` weights, fed the
+  same way (images in [0, 1], bilinear to 299, scaled to [-1, 1] inside).
 - `clean-fid` (mode clean): clean-fid's own resizer for mode clean (`build_resizer("clean")`:
   PIL bicubic on float32 channels) and its TorchScript Inception (`InceptionV3W(dir,
   download=False)`), as `cleanfid.fid.compute_fid(mode="clean")` does.
@@ -10,8 +14,8 @@
 
 Compute nodes have no internet, so nothing here downloads: weights come from an explicit
 `--weights` (the file, or a folder holding it under the library's file name), else from the
-library's own cache location. `fdrl fetch-weights` stages both Inception files on a machine that
-has internet. For tests and the smoke scale, `write_random_weights` writes seeded random
+library's own cache location. `fdrl fetch-weights` stages the three Inception files on a machine
+that has internet. For tests and the smoke scale, `write_random_weights` writes seeded random
 Inception weights under the same names, marked so that every result computed with them says
 "RANDOM weights" and never passes for an Inception FID.
 """
@@ -35,9 +39,13 @@ from torch import Tensor, nn
 from fdrl.errors import FdrlError
 from fdrl.io import atomic_path, sha256
 
-PYTORCH_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"  # torch.hub name: SHA-256 prefix 6726825d
+PYTORCH_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
 CLEAN_FID_FILE = "inception-2015-12-05.pt"
-WEIGHT_FILES = {"pytorch-fid": PYTORCH_FID_FILE, "clean-fid": CLEAN_FID_FILE}
+TORCHVISION_FILE = "inception_v3_google-0cc3c7bd.pth"
+WEIGHT_FILES = {"pytorch-fid": PYTORCH_FID_FILE, "clean-fid": CLEAN_FID_FILE,
+                "torchvision-inception": TORCHVISION_FILE}
+# torch.hub names a file by the prefix of its SHA-256; clean-fid publishes no checksum.
+PUBLISHED_PREFIX = {"pytorch-fid": "6726825d", "torchvision-inception": "0cc3c7bd"}
 RANDOM_KEY = "fdrl_random_seed"  # state-dict key (pytorch-fid) / TorchScript extra file (clean-fid)
 
 
@@ -68,9 +76,9 @@ class Extractor:
 
 def cache_dir(backend: str) -> Path:
     """Where the library itself keeps (and, online, downloads) its Inception weights."""
-    if backend == "pytorch-fid":
-        return Path(torch.hub.get_dir()) / "checkpoints"  # $TORCH_HOME/hub, else ~/.cache/torch/hub
-    return Path("./" if platform.system() == "Windows" else "/tmp")  # cleanfid.features, hard-coded
+    if backend == "clean-fid":
+        return Path("./" if platform.system() == "Windows" else "/tmp")  # cleanfid.features, hard-coded
+    return Path(torch.hub.get_dir()) / "checkpoints"  # $TORCH_HOME/hub, else ~/.cache/torch/hub
 
 
 def resolve_weights(backend: str, weights: str | os.PathLike | None) -> Path:
@@ -118,32 +126,54 @@ def _kind_and_name(backend: str, path: Path, digest: str, base: str) -> tuple[st
     seed = _random_seed_of(path, backend)
     if seed is not None:
         return "random", f"{base} [RANDOM weights, seed {seed}: plumbing only, not an Inception FID]"
-    if backend == "pytorch-fid":  # torch.hub names a file by the prefix of its SHA-256
-        return ("published" if digest.startswith("6726825d") else "unverified"), base
-    return "unverified", base  # clean-fid publishes no checksum; the SHA-256 is recorded
+    prefix = PUBLISHED_PREFIX.get(backend)
+    return ("published" if prefix and digest.startswith(prefix) else "unverified"), base
 
 
-def _pytorch_fid(path: Path, device: torch.device) -> tuple[Callable, nn.Module, str, dict]:
-    import pytorch_fid
-    from pytorch_fid import inception
+def _state_dict(path: Path) -> dict:
+    """The state dict in a weights file (without the marker of random weights)."""
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    sd.pop(RANDOM_KEY, None)
+    return sd
 
-    def load_state_dict(url: str, *args, **kwargs) -> dict:
-        # pytorch-fid always asks torch.hub for FID_WEIGHTS_URL; answering with the resolved
-        # file means the weights we hash are the weights we use, and nothing is downloaded.
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-        sd.pop(RANDOM_KEY, None)
-        return sd
 
-    with mock.patch.object(inception, "load_state_dict_from_url", load_state_dict):
-        model = inception.InceptionV3([inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval().to(device)
+def _pool3(model: nn.Module, device: torch.device) -> Callable[[Tensor], Tensor]:
+    """pytorch-fid's InceptionV3 fed as `python -m pytorch_fid` feeds it PNG files."""
 
     def fn(images: Tensor) -> Tensor:
         x = images.to(device).float() / 255  # ToTensor() of a PNG, as pytorch-fid reads them
         x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x  # PIL's convert("RGB")
         return model(x)[0].flatten(1)  # resized to 299 and scaled to [-1, 1] inside
 
-    return fn, model, "pytorch-fid InceptionV3 pool3 (2048-d)", {
+    return fn
+
+
+def _pytorch_fid(path: Path, device: torch.device) -> tuple[Callable, nn.Module, str, dict]:
+    import pytorch_fid
+    from pytorch_fid import inception
+
+    # pytorch-fid always asks torch.hub for FID_WEIGHTS_URL; answering with the resolved file
+    # means the weights we hash are the weights we use, and nothing is downloaded.
+    with mock.patch.object(inception, "load_state_dict_from_url", lambda *a, **k: _state_dict(path)):
+        model = inception.InceptionV3([inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval().to(device)
+    return _pool3(model, device), model, "pytorch-fid InceptionV3 pool3 (2048-d)", {
         "library": f"pytorch-fid {pytorch_fid.__version__}"}
+
+
+def _torchvision_inception(path: Path, device: torch.device) -> tuple[Callable, nn.Module, str, dict]:
+    import pytorch_fid
+    import torchvision
+    from pytorch_fid import inception
+    from torchvision.models import _api
+
+    # torchvision's inception_v3(weights=DEFAULT) asks torch.hub for its URL: answered likewise.
+    with mock.patch.object(_api, "load_state_dict_from_url", lambda *a, **k: _state_dict(path)):
+        model = inception.InceptionV3([inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]],
+                                      use_fid_inception=False).eval().to(device)
+    return _pool3(model, device), model, (
+        "torchvision ImageNet Inception-v3 pool3 (2048-d), pytorch-fid InceptionV3 with "
+        "use_fid_inception=False: the authors' protocol"), {
+        "library": f"pytorch-fid {pytorch_fid.__version__}, torchvision {torchvision.__version__}"}
 
 
 def _clean_fid(path: Path, device: torch.device) -> tuple[Callable, nn.Module, str, dict]:
@@ -192,7 +222,8 @@ def load_extractor(backend: str, weights: str | os.PathLike | None = None,
         return Extractor(backend, f"classifier {config['arch']} penultimate ({config['feature_dim']}-d)",
                          config["feature_dim"], path, digest, "trained here", fn, model,
                          {"classifier_test_accuracy": config["test_accuracy"]})
-    make = {"pytorch-fid": _pytorch_fid, "clean-fid": _clean_fid}[backend]
+    make = {"pytorch-fid": _pytorch_fid, "clean-fid": _clean_fid,
+            "torchvision-inception": _torchvision_inception}[backend]
     fn, model, base, details = make(path, device)
     kind, name = _kind_and_name(backend, path, digest, base)
     return Extractor(backend, name, 2048, path, digest, kind, fn, model, details)
@@ -201,16 +232,18 @@ def load_extractor(backend: str, weights: str | os.PathLike | None = None,
 # --- weights: the real files (online) and seeded random stand-ins (tests, smoke scale) ---------
 
 def fetch_weights(to: str | os.PathLike) -> list[Path]:
-    """Downloads both Inception files into `to` under the names the libraries expect."""
+    """Downloads the three Inception files into `to` under the names the libraries expect."""
     from cleanfid.downloads_helper import inception_url
     from pytorch_fid.inception import FID_WEIGHTS_URL
+    from torchvision.models import Inception_V3_Weights
 
     to = Path(to)
     to.mkdir(parents=True, exist_ok=True)
+    urls = {"pytorch-fid": FID_WEIGHTS_URL, "clean-fid": inception_url,
+            "torchvision-inception": Inception_V3_Weights.IMAGENET1K_V1.url}
     paths = []
-    for url, name, prefix in ((FID_WEIGHTS_URL, PYTORCH_FID_FILE, "6726825d"),
-                              (inception_url, CLEAN_FID_FILE, None)):
-        path = to / name
+    for backend, url in urls.items():
+        path, prefix = to / WEIGHT_FILES[backend], PUBLISHED_PREFIX.get(backend)
         if not path.is_file():
             try:  # writes to a temporary file and renames it; checks the hash prefix if known
                 torch.hub.download_url_to_file(url, str(path), hash_prefix=prefix)
@@ -222,16 +255,17 @@ def fetch_weights(to: str | os.PathLike) -> list[Path]:
     return paths
 
 
-def _random_inception(seed: int) -> dict:
-    """A seeded state dict of pytorch-fid's FID Inception (the FID blocks only change forward,
-    so torchvision's Inception has the same keys and shapes). He-initialized convolutions keep
-    the features O(0.1) (torchvision's own init makes them ~1e10)."""
+def _random_inception(seed: int, num_classes: int = 1008, aux_logits: bool = False) -> dict:
+    """A seeded state dict of torchvision's Inception-v3: with 1008 classes it has the keys and
+    shapes of pytorch-fid's FID Inception (the FID blocks only change forward); with 1000 classes
+    and the auxiliary head, those of torchvision's ImageNet weights. He-initialized convolutions
+    keep the features O(0.1) (torchvision's own init makes them ~1e10)."""
     import torchvision
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008,
-                                              init_weights=False)
+        net = torchvision.models.inception_v3(weights=None, aux_logits=aux_logits,
+                                              num_classes=num_classes, init_weights=False)
         for m in net.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
@@ -252,14 +286,16 @@ class _TorchScriptInception(nn.Module):
 
 
 def write_random_weights(to: str | os.PathLike, seed: int = 0) -> list[Path]:
-    """Seeded random Inception weights for both libraries, under their file names in `to`,
+    """Seeded random Inception weights for the three backends, under their file names in `to`,
     marked as random (and so named in every result). For tests and the smoke scale only."""
     from pytorch_fid import inception
 
     to = Path(to)
     sd = _random_inception(seed)
-    with atomic_path(to / PYTORCH_FID_FILE) as tmp:
-        torch.save({**sd, RANDOM_KEY: torch.tensor(seed)}, tmp)
+    for name, weights in ((PYTORCH_FID_FILE, sd),
+                          (TORCHVISION_FILE, _random_inception(seed, 1000, aux_logits=True))):
+        with atomic_path(to / name) as tmp:
+            torch.save({**weights, RANDOM_KEY: torch.tensor(seed)}, tmp)
     # clean-fid's file is TorchScript: script pytorch-fid's Inception blocks with the same weights.
     with mock.patch.object(inception, "load_state_dict_from_url", lambda *a, **k: sd):
         blocks = inception.InceptionV3([3]).blocks
@@ -269,4 +305,4 @@ def write_random_weights(to: str | os.PathLike, seed: int = 0) -> list[Path]:
         with atomic_path(to / CLEAN_FID_FILE) as tmp:
             marker = {f"{RANDOM_KEY}.json": json.dumps({"seed": seed})}
             torch.jit.save(scripted, str(tmp), _extra_files=marker)
-    return [to / PYTORCH_FID_FILE, to / CLEAN_FID_FILE]
+    return [to / WEIGHT_FILES[backend] for backend in WEIGHT_FILES]

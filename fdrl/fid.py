@@ -8,7 +8,8 @@ which pytorch-fid and clean-fid use). A reference file is an .npz with `mu` and 
 (pytorch-fid's own names for saved statistics) and `count`, plus what made it: backend, feature
 extractor, its weights and their SHA-256. `fdrl fid` refuses a reference made by another
 backend, extractor or weights file. Its JSON result names the run, flow length and config hash
-the chunks were generated with (their `run_info`); `load_result` reads it back.
+the chunks were generated with (their `run_info`), or, for the real images of a held-out split
+(the floor the metric allows: real against real), that split; `load_result` reads it back.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from fdrl import distributed
 from fdrl.chunks import check_chunks, chunk_batches, run_info
 from fdrl.data import one_pass, select_shards
+from fdrl.datasets import DATASETS
 from fdrl.errors import FdrlError
 from fdrl.features import Extractor, load_extractor
 from fdrl.io import atomic_path, sha256, write_text_atomic
@@ -147,47 +149,72 @@ def check_reference(ref: dict, ref_path, backend: str, extractor: Extractor | No
                                 "the same weights")
 
 
-def fid(samples: list[str | os.PathLike], ref_path: str | os.PathLike, backend: str,
-        out: str | os.PathLike, weights=None, batch: int = 64, device: str | None = None) -> dict | None:
-    """FID of the sample chunks against the reference; rank 0 writes the JSON result to `out`
-    and returns it, other ranks None."""
-    n, shape = check_chunks(samples)
-    run = run_info(samples)
+def fid(ref_path: str | os.PathLike, backend: str, out: str | os.PathLike,
+        samples: list[str | os.PathLike] = (), held_out: list[str] = (), weights=None,
+        batch: int = 64, device: str | None = None) -> dict | None:
+    """FID against the reference of either sample chunks (`samples`) or the real images of a
+    held-out split's shards (`held_out`); rank 0 writes the JSON result to `out` and returns it,
+    other ranks None."""
+    if bool(samples) == bool(held_out):
+        raise FdrlError("fdrl fid scores either sample chunks (--samples) or held-out real "
+                        "images (--shards), one of the two")
     ref = load_reference(ref_path)
     check_reference(ref, ref_path, backend)
+    if samples:
+        n, shape = check_chunks(samples)
+        origin = {"samples": [str(p) for p in samples], "run": run_info(samples)}
+    else:
+        selection = select_shards(held_out)
+        n, shape = selection.count, selection.manifest.shape
+        dataset = selection.manifest.dataset
+        held_out_splits = [name for name, ds in DATASETS.items() if ds.held_out_from]
+        if dataset not in held_out_splits or dataset == ref.get("dataset"):
+            raise FdrlError(f"the shards in {selection.folder} are {dataset}, not a held-out split "
+                            f"other than the reference's own images; --shards takes one of "
+                            f"{', '.join(held_out_splits)}")
+        origin = {"held_out": {"dataset": dataset, "shards": str(selection.folder),
+                               "shard_files": selection.file_names}}
     ref_shape = tuple(json.loads(ref["image_shape"]))
     if shape != ref_shape:
-        raise FdrlError(f"the samples are {shape} images, the reference {ref_path} was made from "
+        raise FdrlError(f"the images are {shape}, the reference {ref_path} was made from "
                         f"{ref_shape} images")
     dist = distributed.init(device)
     extractor = load_extractor(backend, weights, dist.device)
     check_reference(ref, ref_path, backend, extractor)
-    moments = _statistics(extractor, chunk_batches(samples, dist.rank, dist.world_size, batch),
-                          dist.device, n // dist.world_size, f"fid {backend}", dist.is_main)
+    if samples:
+        batches = chunk_batches(samples, dist.rank, dist.world_size, batch)
+    else:
+        batches = (images for _, images in one_pass(selection.folder, dist.rank, dist.world_size,
+                                                    0, batch, selection.files))
+    moments = _statistics(extractor, batches, dist.device, n // dist.world_size,
+                          f"fid {backend}", dist.is_main)
+    if held_out:
+        selection.check_count(int(moments.count.item()))
     result = None
     if dist.is_main:
         mu, sigma = _mean_and_covariance(moments)
         value = frechet_distance(mu, sigma, ref["mu"], ref["sigma"])
-        result = {"fid": value, **extractor.describe(), "n_images": n,
-                  "samples": [str(p) for p in samples], "reference": str(ref_path),
-                  "reference_sha256": sha256(ref_path), "reference_n_images": ref["count"],
-                  "reference_dataset": ref.get("dataset"), "run": run}
+        result = {"fid": value, **extractor.describe(), "n_images": n, **origin,
+                  "reference": str(ref_path), "reference_sha256": sha256(ref_path),
+                  "reference_n_images": ref["count"], "reference_dataset": ref.get("dataset")}
         write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     distributed.barrier()
     return result
 
 
 def load_result(path: str | os.PathLike) -> dict:
-    """A result of `fdrl fid` whose samples were made by `fdrl sample` (its `run` names them)."""
+    """A result of `fdrl fid`: of samples made by `fdrl sample` (its `run` names them), or of
+    held-out real images (its `held_out` names them)."""
     if not os.path.isfile(path):
         raise FdrlError(f"no FID result at {path}: run `fdrl fid` for it first")
     try:
         result = json.loads(Path(path).read_text())
-        run = result.get("run")
+        origin = result.get("run") or result.get("held_out")
     except (ValueError, AttributeError) as err:
         raise FdrlError(f"{path} is not a FID result of `fdrl fid` ({err})") from None
-    if not run:
-        raise FdrlError(f"{path} names no run: its samples were not written by `fdrl sample`")
+    if not origin:
+        raise FdrlError(f"{path} names neither a run nor held-out images: its samples were not "
+                        "written by `fdrl sample`")
     missing = [k for k in ("fid", "backend", "feature_extractor", "n_images") if k not in result]
     if missing:
         raise FdrlError(f"{path} lacks {', '.join(missing)}: not a FID result of `fdrl fid`")

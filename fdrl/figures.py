@@ -183,7 +183,7 @@ def fig5(inputs: list[str], out: str) -> None:
     points, runs, extractors = [], set(), set()
     for path in inputs:
         result = load_result(path)
-        run = result["run"]
+        run = result.get("run") or {}
         if "steps" not in run:
             raise FdrlError(f"{path} names no flow length: its samples were not made by `fdrl sample`")
         points.append((run["steps"], result["fid"], run["flow_steps"]))

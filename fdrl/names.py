@@ -24,5 +24,6 @@ CODE_TABLES = ("table2", "table3")
 
 FIGURES = ("fig2", "fig3", "fig4", "fig5", "fig8", "fig9", "fig10", "fig11", "fig12")
 
-# Feature spaces of `fdrl fid`: the two Inception libraries, and the demo's digits classifier.
-FID_BACKENDS = ("pytorch-fid", "clean-fid", "classifier")
+# Feature spaces of `fdrl fid`: the authors' protocol (torchvision's ImageNet Inception through
+# pytorch-fid), the two TF-FID Inceptions of pytorch-fid and clean-fid, and the demo's classifier.
+FID_BACKENDS = ("torchvision-inception", "pytorch-fid", "clean-fid", "classifier")

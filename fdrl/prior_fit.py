@@ -25,6 +25,7 @@ def fit_prior(shards: list[str], out: str | os.PathLike, block_rows: int | None 
     """Fits N(mu_D, Sigma_D + 1e-4 I) to the shards' images on every rank; rank 0 writes `out`
     (and, if asked, the float64 mean and covariance to `moments_out`) and returns the prior."""
     selection = select_shards(shards)
+    selection.manifest.refuse_held_out("fitting the prior")
     shape = selection.manifest.shape
     dist = distributed.init(device)
     moments = Moments(math.prod(shape), dist.device, block_rows)

@@ -68,7 +68,7 @@ class Sampler:
             raise FdrlError(f"--steps must not be negative, got {steps}")
         info = {"run": cfg.name or Path(run).name, "dataset": state["dataset"], "prior": cfg.prior,
                 "pairing": cfg.pairing, "train_steps": int(state["step"]),
-                "flow_steps": cfg.flow_steps, "steps": steps,
+                "flow_steps": cfg.flow_steps, "steps": steps, "spectral_norm": cfg.spectral_norm,
                 "config_hash": config_hash(state["config"])}
         return cls(model.eval(), build_prior(cfg, shape, device), pairing(cfg.pairing).divergence,
                    FlowParams(steps, cfg.eta, cfg.nu), device, info)

@@ -4,8 +4,8 @@ Shard i holds samples [i * shard_size, (i + 1) * shard_size) in the dataset's fi
 as `{index:08d}.png` (lossless) and `{index:08d}.cls` (its label). Shards are independent, so
 they are written in parallel by a pool of processes; tar headers carry no time stamps and PNG
 encoding is deterministic, so a re-run writes byte-identical files. `manifest.json` records
-the image shape, the count per shard and each shard's sha256, and is written last: a folder
-with a manifest is complete. Readers (`fdrl.data`) check each shard against its sha256.
+the image shape, the preprocessing, the count per shard and each shard's sha256, and is written
+last: a folder with a manifest is complete. Readers (`fdrl.data`) check each shard against its sha256.
 """
 
 from __future__ import annotations
@@ -56,11 +56,13 @@ def _write_shard_job(args: tuple) -> dict:
 
 
 def shard(name: str, data_root: str | os.PathLike, out: str | os.PathLike, shard_size: int,
-          workers: int = 1, split: str = "train") -> dict:
-    """Writes every image of dataset `name` as shards in `out`; returns the manifest."""
+          workers: int = 1) -> dict:
+    """Writes every image of dataset `name` as shards in `out` (`train-*.tar`, or `test-*.tar`
+    for a held-out split); returns the manifest."""
     if shard_size < 1:
         raise FdrlError(f"--shard-size must be positive, got {shard_size}")
     ds = dataset(name)
+    split = "test" if ds.held_out_from else "train"
     count = len(ds.source(data_root))  # fails here, before any work, if the data is not staged
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -72,6 +74,7 @@ def shard(name: str, data_root: str | os.PathLike, out: str | os.PathLike, shard
     else:
         entries = [_write_shard_job(job) for job in jobs]
     manifest = {"dataset": name, "split": split, "shape": list(ds.shape), "count": count,
+                "preprocess": str(ds.preprocess),
                 "format": "webdataset: {index:08d}.png (uint8, lossless), {index:08d}.cls",
                 "shards": entries}
     write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")

@@ -23,7 +23,8 @@ CHECK_OUTPUTS = torch.linspace(-20.0, 20.0, 4001, dtype=torch.float64)
 
 
 # Table 1's rows that the paper cites from other work: (method, family, reference, CIFAR10 FID,
-# CelebA FID); None where the paper gives no number. Reference numbers are the paper's.
+# CelebA FID); None where the paper gives no number. Reference numbers are the paper's; each was
+# measured by its own work, with that work's own protocol.
 LITERATURE = [
     ("IGEBM", "EBM", "[6] Du and Mordatch, 2019", 40.58, None),
     ("SR-EBM", "EBM", "[24] Nijkamp et al., 2019", 44.50, 23.02),
@@ -39,7 +40,10 @@ LITERATURE = [
     ("l-SWF", "gradient flow", "[5] Du et al., 2023", 59.70, 38.30),
 ]
 
-# The paper's FDRL rows: (dataset, prior, pairing) -> FID.
+# The paper's FDRL rows: (dataset, prior, pairing) -> FID, all measured with the authors'
+# released evaluation: pytorch-fid's InceptionV3 over torchvision's ImageNet Inception, our
+# `torchvision-inception` backend. Only rows of that backend compare with them.
+PAPER_FDRL_BACKEND = "torchvision-inception"
 PAPER_FDRL = {
     ("cifar10", "data", "lsif-pearson"): 22.28, ("cifar10", "data", "lr-kl"): 22.61,
     ("cifar10", "data", "lr-js"): 22.80, ("cifar10", "data", "lr-logd"): 22.82,
@@ -57,30 +61,53 @@ def table1(inputs: list[str]) -> list[dict]:
     """Table 1: the cited rows, then one row per FID result of `fdrl fid` (in the order given).
 
     A result of samples flowed 0 steps is the prior alone (`prior samples, no flow`): the
-    baseline the data-dependent prior gives before FDRL improves on it. `paper_fid` is the
-    paper's number for the same dataset, prior and pairing (empty where the paper has none, as
-    for the demo's digits); `train_steps` and `flow_steps` (K + kappa) say how each row was made.
+    baseline the data-dependent prior gives before FDRL improves on it. A result of a held-out
+    split's real images (`real images of ...`) is the other end: what real images score. `paper_fid` is the
+    paper's number for the same dataset, prior and pairing, on rows measured with the paper's
+    protocol (PAPER_FDRL_BACKEND) only: FIDs of other feature extractors are not comparable with
+    it. It is empty elsewhere, as for the demo's digits. `train_steps` and `flow_steps`
+    (K + kappa) say how each row was made.
     """
     if not inputs:
         raise FdrlError("table1 needs the FID results (.json) written by `fdrl fid`")
     rows = [_row(method=f"{name} {ref} ({family}; cited)", dataset=dataset, paper_fid=value,
-                 backend="cited from the paper's Table 1")
+                 backend="cited from the paper's Table 1",
+                 feature_extractor="the cited work's own protocol")
             for name, family, ref, cifar10, celeba in LITERATURE
             for dataset, value in (("cifar10", cifar10), ("celeba", celeba)) if value is not None]
     for path in inputs:
         result = load_result(path)
-        run = result["run"]
-        pair = pairing(run["pairing"])
-        method = _METHODS[run["prior"]] if run["steps"] else "prior samples, no flow"
-        rows.append(_row(
-            method=method, prior=run["prior"], loss=pair.loss.name.upper(),
-            divergence=pair.divergence.title, dataset=run["dataset"], fid=f"{result['fid']:.2f}",
-            paper_fid=PAPER_FDRL.get((run["dataset"], run["prior"], run["pairing"]))
-            if run["steps"] else None,
-            backend=result["backend"], feature_extractor=result["feature_extractor"],
-            n_samples=result["n_images"], run=run["run"], config_hash=run["config_hash"],
-            train_steps=run["train_steps"], flow_steps=run["steps"]))
+        rows.append(_held_out_row(result) if "held_out" in result else _run_row(result))
     return rows
+
+
+def _run_row(result: dict) -> dict:
+    """Table 1's row of a FID result of a run's samples."""
+    run = result["run"]
+    pair = pairing(run["pairing"])
+    method = _METHODS[run["prior"]] if run["steps"] else "prior samples, no flow"
+    if run.get("spectral_norm") and run["prior"] != "source":
+        # The paper trains its unconditional models without it; the released CIFAR10 config
+        # turns it on. Such a row is the ablation that tells which one gives 22.28.
+        method += " + spectral norm (ablation)"
+    return _row(
+        method=method, prior=run["prior"], loss=pair.loss.name.upper(),
+        divergence=pair.divergence.title, dataset=run["dataset"], fid=f"{result['fid']:.2f}",
+        paper_fid=PAPER_FDRL.get((run["dataset"], run["prior"], run["pairing"]))
+        if run["steps"] and result["backend"] == PAPER_FDRL_BACKEND else None,
+        backend=result["backend"], feature_extractor=result["feature_extractor"],
+        n_samples=result["n_images"], run=run["run"], config_hash=run["config_hash"],
+        train_steps=run["train_steps"], flow_steps=run["steps"])
+
+
+def _held_out_row(result: dict) -> dict:
+    """Table 1's row of held-out real images scored against the training set's reference: the
+    FID that real images themselves get, the floor no model's samples are expected to beat."""
+    split = result["held_out"]["dataset"]
+    return _row(method=f"real images of {split} (held out, no model)",
+                dataset=result["reference_dataset"], fid=f"{result['fid']:.2f}",
+                backend=result["backend"], feature_extractor=result["feature_extractor"],
+                n_samples=result["n_images"])
 
 
 def _row(**values) -> dict:

@@ -36,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from fdrl import checkpoint as ckpt
 from fdrl import distributed
 from fdrl.config import TrainConfig, build_model, build_prior
-from fdrl.data import ShardStore, TrainStream
+from fdrl.data import ShardStore, TrainStream, load_manifest
 from fdrl.distributed import Dist, all_reduce_sum, barrier
 from fdrl.divergences import pairing
 from fdrl.ema import EMA
@@ -85,6 +85,9 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, out: Path, d: Dist):
         self.cfg, self.out, self.d = cfg, out, d
         self.store = ShardStore(cfg.data)
+        self.store.manifest.refuse_held_out("training")
+        if cfg.prior == "source":
+            load_manifest(cfg.source).refuse_held_out("training")
         self.shape = tuple(self.store.shape)
         self.stream = TrainStream(self.store, cfg.batch, d.rank, d.world_size, cfg.seed,
                                   cfg.flip, cfg.dequantization)

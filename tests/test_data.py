@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fdrl.data import ShardStore, TrainStream, load_manifest, one_pass, select_shards, verify
-from fdrl.datasets import dataset
+from fdrl.datasets import DATASETS, dataset
 from fdrl.errors import FdrlError
 from fdrl.moments import Moments
 from fdrl.prior_fit import fit_prior
@@ -30,16 +30,16 @@ def digits_array():
 
 
 def numpy_moments():
-    x = digits_array().reshape(1797, -1).astype(np.float64) / 127.5 - 1
+    x = digits_array().reshape(1498, -1).astype(np.float64) / 127.5 - 1
     return x.mean(0), np.cov(x, rowvar=False, bias=True)
 
 
 def test_shards_hold_every_image_losslessly(digits):
     m = load_manifest(digits)
-    assert (m.count, m.shape, [s["count"] for s in m.shards]) == (1797, (1, 8, 8), [400] * 4 + [197])
+    assert (m.count, m.shape, [s["count"] for s in m.shards]) == (1498, (1, 8, 8), [400] * 3 + [298])
     store = ShardStore(digits)
     images = digits_array()
-    assert all(np.array_equal(store.get(i), images[i]) for i in (0, 399, 400, 1796))
+    assert all(np.array_equal(store.get(i), images[i]) for i in (0, 399, 400, 1497))
 
 
 def test_resharding_gives_identical_bytes(digits, tmp_path):
@@ -51,7 +51,7 @@ def test_resharding_gives_identical_bytes(digits, tmp_path):
 def test_one_pass_with_2_ranks_and_2_workers_sees_every_index_once(digits):
     seen = [int(i) for rank in range(2) for idx, _ in one_pass(digits, rank, 2, workers=2, batch=64)
             for i in idx]
-    assert sorted(seen) == list(range(1797))
+    assert sorted(seen) == list(range(1498))
 
 
 def test_train_stream_is_the_same_global_batch_for_any_world_size(digits):
@@ -59,10 +59,10 @@ def test_train_stream_is_the_same_global_batch_for_any_world_size(digits):
     one = TrainStream(store, 8, rank=0, world_size=1, seed=3, flip=True, dequantization=0.03)
     two = [TrainStream(store, 8, rank=r, world_size=2, seed=3, flip=True, dequantization=0.03)
            for r in range(2)]
-    for step in (0, 1, 250):  # 250 * 8 > 1797: the second epoch, reshuffled
+    for step in (0, 1, 250):  # 250 * 8 > 1498: the second epoch, reshuffled
         assert torch.equal(one.batch(step), torch.cat([s.batch(step) for s in two]))
     # One epoch visits every image once; the next visits them in another order.
-    first = torch.cat([one.indices(t) for t in range(1797 // 8)])
+    first = torch.cat([one.indices(t) for t in range(1498 // 8)])
     assert len(set(first.tolist())) == len(first)
     assert not torch.equal(one.indices(0), one.indices(225))
 
@@ -103,7 +103,7 @@ def test_fit_prior_in_one_process_matches_numpy(digits, tmp_path):
     mean, cov = numpy_moments()
     np.testing.assert_allclose(m["mean"].numpy(), mean, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(m["covariance"].numpy(), cov, rtol=1e-10, atol=1e-12)
-    assert prior.count == 1797 and prior.shape == (1, 8, 8)
+    assert prior.count == 1498 and prior.shape == (1, 8, 8)
 
 
 def test_fit_prior_with_two_gloo_processes_matches_numpy(digits, tmp_path):
@@ -131,12 +131,12 @@ def truncate(folder, tmp_path):
 
 def test_a_selection_of_shards_counts_what_its_manifest_lists(digits):
     whole = select_shards([str(digits)])
-    assert whole.files is None and whole.count == 1797 and len(whole.file_names) == 5
-    two = select_shards([str(digits / "train-000000.tar"), str(digits / "train-000004.tar")])
-    assert two.count == 400 + 197 and two.file_names == ["train-000000.tar", "train-000004.tar"]
-    two.check_count(597)
-    with pytest.raises(FdrlError, match="read 596 images .* lists 597"):
-        two.check_count(596)
+    assert whole.files is None and whole.count == 1498 and len(whole.file_names) == 4
+    two = select_shards([str(digits / "train-000000.tar"), str(digits / "train-000003.tar")])
+    assert two.count == 400 + 298 and two.file_names == ["train-000000.tar", "train-000003.tar"]
+    two.check_count(698)
+    with pytest.raises(FdrlError, match="read 697 images .* lists 698"):
+        two.check_count(697)
     with pytest.raises(FdrlError, match="--shards takes one shard folder"):
         select_shards([str(digits / "train-000000.tar"), str(digits / "manifest.json")])
 
@@ -152,12 +152,94 @@ def test_a_truncated_shard_is_an_error_naming_it(digits, tmp_path):
     assert not (tmp_path / "prior.pt").exists()
 
 
+def test_digits_test_is_a_fixed_held_out_split_never_trained_on(digits, tmp_path):
+    from sklearn.datasets import load_digits
+
+    whole = load_digits()
+    train, test = dataset("digits").source("unused"), dataset("digits_test").source("unused")
+    assert (len(train), len(test)) == (1498, 299)  # every sixth image is held out
+    assert [test[i][1] for i in range(299)] == list(whole.target[5::6])
+    assert [train[i][1] for i in range(6)] == [*whole.target[:5], whole.target[6]]
+    assert np.array_equal(test[1][0][0], np.round(whole.images[11] * 255 / 16).astype(np.uint8))
+    m = shard("digits_test", "unused", tmp_path / "test", shard_size=200)
+    assert [s["file"] for s in m["shards"]] == ["test-000000.tar", "test-000001.tar"]
+    with pytest.raises(FdrlError, match="digits_test, a held-out split that is never used for "
+                                        "fitting the prior; use the shards of digits"):
+        fit_prior([str(tmp_path / "test")], tmp_path / "prior.pt", device="cpu")
+    assert not (tmp_path / "prior.pt").exists()
+    assert DATASETS["cifar10_test"].held_out_from == "cifar10"
+    assert DATASETS["cat2dog_testB"].held_out_from == "cat2dog_trainB"
+    assert not DATASETS["cat2dog_trainA"].held_out_from
+
+
 def test_a_missing_dataset_fails_before_any_work(tmp_path):
     with pytest.raises(FdrlError, match=r"expected .*cifar-10-batches-py.*download=True"):
         shard("cifar10", tmp_path / "data", tmp_path / "out", 100)
     with pytest.raises(FdrlError, match="unknown dataset 'mnist'"):
         shard("mnist", tmp_path, tmp_path / "out", 100)
     assert not (tmp_path / "out").exists()
+
+
+def synthetic(w, h):
+    """A non-square RGB test card: a horizontal and a vertical ramp, and a red stripe along the
+    left edge (a tenth of the width) that a squash keeps and a center crop of a wide image cuts."""
+    from PIL import Image
+
+    x, y = np.meshgrid(np.linspace(0, 255, w), np.linspace(0, 255, h))
+    img = np.stack([x, y, 255 - x], axis=-1).astype(np.uint8)
+    img[:, : w // 10] = (255, 0, 0)
+    return Image.fromarray(img)
+
+
+def pil_center_crop(img, size):
+    """torchvision's CenterCrop on a PIL image: the offsets rounded half to even."""
+    w, h = img.size
+    left, top = int(round((w - size) / 2)), int(round((h - size) / 2))
+    return img.crop((left, top, left + size, top + size))
+
+
+def test_each_datasets_preprocessing_is_the_papers():
+    from PIL import Image
+
+    bilinear = Image.BILINEAR  # torchvision's Resize default on PIL images (antialiased)
+    card = synthetic(200, 150)
+    celeba = synthetic(178, 218)  # CelebA's aligned images are 178 x 218
+    expected = {
+        # Appendix F: center-crop 140, then resize 64.
+        "celeba": (celeba, pil_center_crop(celeba, 140).resize((64, 64), bilinear)),
+        # "resize the image to 128x128 directly": squashed, the left stripe kept.
+        "lsun_church": (card, card.resize((128, 128), bilinear)),
+        # resize to 84x84 (squash), then center-crop 64.
+        **{f"cat2dog_{s}": (card, pil_center_crop(card.resize((84, 84), bilinear), 64))
+           for s in ("trainA", "trainB", "testA", "testB")},
+        **{name: (synthetic(32, 32), synthetic(32, 32)) for name in ("cifar10", "cifar10_test")},
+    }
+    assert set(expected) | {"digits", "digits_test"} == set(DATASETS)
+    for name, (image, want) in expected.items():
+        got = np.asarray(DATASETS[name].preprocess(image))
+        assert got.shape == (*DATASETS[name].shape[1:], 3), name
+        assert np.array_equal(got, np.asarray(want)), name
+    squashed = np.asarray(DATASETS["lsun_church"].preprocess(card))
+    assert (squashed[:, :10] == (255, 0, 0)).all()  # a crop of the wide card would cut the stripe
+    assert str(DATASETS["lsun_church"].preprocess) == "Resize((128, 128))"
+
+
+def test_shards_of_another_preprocessing_are_refused(digits, tmp_path):
+    import json
+    import shutil
+
+    for name, value in (("older", None), ("other", "Resize(16)")):
+        folder = tmp_path / name
+        shutil.copytree(digits, folder)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert manifest["preprocess"] == "none"
+        manifest.pop("preprocess")
+        if value:
+            manifest["preprocess"] = value
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(FdrlError, match=r"(older fdrl|preprocessed as Resize\(16\)).*"
+                                            r"preprocesses digits as none.*`fdrl shard`"):
+            ShardStore(folder)
 
 
 def jpeg(rng, w, h):
@@ -168,7 +250,7 @@ def jpeg(rng, w, h):
     return buf.getvalue()
 
 
-def test_cat2dog_layout_is_resized_and_cropped(tmp_path):
+def test_cat2dog_layout_is_squashed_and_cropped(tmp_path):
     rng = np.random.default_rng(0)
     folder = tmp_path / "data" / "cat2dog" / "trainA"
     folder.mkdir(parents=True)
@@ -176,10 +258,11 @@ def test_cat2dog_layout_is_resized_and_cropped(tmp_path):
         (folder / f"{i}.jpg").write_bytes(jpeg(rng, 120 + 10 * i, 100))
     m = shard("cat2dog_trainA", tmp_path / "data", tmp_path / "out", 2)
     assert m["shape"] == [3, 64, 64] and m["count"] == 3
+    assert m["preprocess"] == "Resize((84, 84)), CenterCrop(64)"
     assert ShardStore(tmp_path / "out").get(2).shape == (3, 64, 64)
 
 
-def test_lsun_lmdb_is_resized_and_cropped(tmp_path):
+def test_lsun_lmdb_is_squashed(tmp_path):
     import lmdb
 
     rng = np.random.default_rng(0)
@@ -191,3 +274,4 @@ def test_lsun_lmdb_is_resized_and_cropped(tmp_path):
     env.close()
     m = shard("lsun_church", tmp_path / "data", tmp_path / "out", 10)
     assert m["shape"] == [3, 128, 128] and m["count"] == 3
+    assert m["preprocess"] == "Resize((128, 128))"

@@ -1,11 +1,13 @@
-"""FID: the Frechet distance against pytorch-fid and clean-fid, reference statistics, the three
-backends end to end (Inception with seeded random weights made here), and the clear errors."""
+"""FID: the Frechet distance against pytorch-fid and clean-fid, reference statistics, the four
+backends end to end (Inception with seeded random weights made here), held-out real images, the
+float-versus-uint8 bench, and the clear errors."""
 
 import json
 import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +17,8 @@ from PIL import Image
 from fdrl.cli import main
 from fdrl.datasets import dataset
 from fdrl.errors import FdrlError
-from fdrl.features import (CLEAN_FID_FILE, PYTORCH_FID_FILE, load_extractor, resolve_weights,
-                           write_random_weights)
+from fdrl.features import (CLEAN_FID_FILE, TORCHVISION_FILE, WEIGHT_FILES, load_extractor,
+                           resolve_weights, write_random_weights)
 from fdrl.fid import fid, fid_ref, frechet_distance, load_reference, write_reference
 from fdrl.io import sha256
 from fdrl.moments import Moments
@@ -146,7 +148,8 @@ def test_moments_of_given_rows_are_the_same_over_one_or_two_gloo_processes(tmp_p
 
 def test_classifier_is_accurate_and_deterministic(classifier, tmp_path):
     blob = torch.load(classifier, weights_only=True)
-    assert blob["config"]["test_accuracy"] > 0.95 and blob["config"]["test_size"] == 450
+    config = blob["config"]  # tested on the held-out digits_test
+    assert config["test_accuracy"] > 0.95 and (config["train_size"], config["test_size"]) == (1498, 299)
     again = tmp_path / "again.pt"
     assert main(["train-classifier", "--out", str(again)]) == 0
     second = torch.load(again, weights_only=True)["state_dict"]
@@ -158,7 +161,7 @@ def test_classifier_fid_end_to_end(digits, classifier, tmp_path):
     args = ["--backend", "classifier", "--weights", str(classifier), "--device", "cpu"]
     assert main(["fid-ref", "--shards", str(digits), "--out", str(ref), *args]) == 0
     r = load_reference(ref)
-    assert (r["count"], r["mu"].shape, r["backend"]) == (1797, (64,), "classifier")
+    assert (r["count"], r["mu"].shape, r["backend"]) == (1498, (64,), "classifier")
     assert r["sigma"].dtype == np.float64 and r["dataset"] == "digits"
     images = digits_nhwc()
     noise = np.random.default_rng(0).integers(0, 256, images[:500].shape, dtype=np.uint8)
@@ -173,6 +176,31 @@ def test_classifier_fid_end_to_end(digits, classifier, tmp_path):
     v = values["half"]
     assert v["feature_extractor"].startswith("classifier") and "Inception" not in v["feature_extractor"]
     assert (v["n_images"], v["reference"], v["weights_sha256"]) == (900, str(ref), sha256(classifier))
+
+
+def test_held_out_real_images_score_against_the_training_reference(digits, classifier, tmp_path):
+    ref, held_out = tmp_path / "ref.npz", tmp_path / "digits_test"
+    args = ["--backend", "classifier", "--weights", str(classifier), "--device", "cpu"]
+    assert main(["fid-ref", "--shards", str(digits), "--out", str(ref), *args]) == 0
+    shard("digits_test", "unused", held_out, shard_size=100)
+    out = tmp_path / "real.json"
+    assert main(["fid", "--shards", str(held_out), "--ref", str(ref), "--out", str(out), *args]) == 0
+    real = json.loads(out.read_text())
+    assert (real["n_images"], real["held_out"]["dataset"], real["reference_dataset"]) == (
+        299, "digits_test", "digits")
+    # Real digits no model saw are close to the training set, far closer than noise.
+    noise = np.random.default_rng(0).integers(0, 256, (299, 8, 8, 1), dtype=np.uint8)
+    assert main(["fid", "--samples", write_chunk(tmp_path / "noise.npz", noise), "--ref", str(ref),
+                 "--out", str(tmp_path / "noise.json"), *args]) == 0
+    assert 0 < real["fid"] < json.loads((tmp_path / "noise.json").read_text())["fid"] / 20
+    # The reference's own images are not held out; samples and shards at once is ambiguous.
+    with pytest.raises(FdrlError, match="not a held-out split .* digits_test, cifar10_test"):
+        fid(ref, "classifier", tmp_path / "self.json", held_out=[str(digits)], weights=classifier,
+            device="cpu")
+    with pytest.raises(FdrlError, match="one of the two"):
+        fid(ref, "classifier", tmp_path / "both.json", [str(tmp_path / "noise.npz")],
+            [str(held_out)], weights=classifier, device="cpu")
+    assert not (tmp_path / "self.json").exists() and not (tmp_path / "both.json").exists()
 
 
 def test_fid_ref_and_fid_with_two_gloo_processes_match_one(digits, classifier, tmp_path):
@@ -196,7 +224,7 @@ def test_fid_ref_and_fid_with_two_gloo_processes_match_one(digits, classifier, t
     # entries was seen on one machine); allow 1e-5 of the largest entry. A wrong split or a
     # missing all-reduce changes the covariance at the scale of its entries, far above that.
     one, two = load_reference(tmp_path / "ref1.npz"), load_reference(tmp_path / "ref2.npz")
-    assert one["count"] == two["count"] == 1797
+    assert one["count"] == two["count"] == 1498
     scale = np.abs(one["sigma"]).max()
     np.testing.assert_allclose(two["sigma"], one["sigma"], rtol=0, atol=1e-5 * scale)
     np.testing.assert_allclose(two["mu"], one["mu"], rtol=0, atol=1e-5 * np.abs(one["mu"]).max())
@@ -205,11 +233,35 @@ def test_fid_ref_and_fid_with_two_gloo_processes_match_one(digits, classifier, t
     assert fids[1]["fid"] == pytest.approx(fids[0]["fid"], rel=1e-4)
 
 
+def test_the_quantization_bench_measures_floats_and_uint8(digits, classifier, tmp_path):
+    from fdrl.config import load_config
+    from fdrl.prior_fit import fit_prior
+    from fdrl.train import train
+
+    fit_prior([str(digits)], tmp_path / "prior.pt", device="cpu")
+    sets = {"data": digits, "prior": "data", "prior_path": tmp_path / "prior.pt",
+            "network": "mlp_digits", "steps": 2, "batch": 8, "flow_steps": 3, "sample_steps": 5}
+    train(load_config(None, [f"{k}={v}" for k, v in sets.items()], run_dir=tmp_path / "run"),
+          tmp_path / "run", device="cpu")
+    fid_ref([str(digits)], "classifier", tmp_path / "ref.npz", classifier, device="cpu")
+    proc = subprocess.run(
+        [sys.executable, "bench/fid_quantization.py", "--run", str(tmp_path / "run"), "--ref",
+         str(tmp_path / "ref.npz"), "--backend", "classifier", "--weights", str(classifier),
+         "--seeds", "0-99", "--batch", "40", "--device", "cpu"],
+        capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["n_images"] == 100 and result["fid_float"] > 0
+    # Rounding to uint8 moves each pixel by at most half a level of 255.
+    assert abs(result["relative_change"]) < 0.01
+    assert result["fid_uint8"] == pytest.approx(result["fid_float"] * (1 + result["relative_change"]))
+
+
 # --- the Inception backends, with seeded random weights made here -----------------------------
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Matrix is singular")  # 16 images, 2048 features
-@pytest.mark.parametrize("backend", ["pytorch-fid", "clean-fid"])
+@pytest.mark.parametrize("backend", ["torchvision-inception", "pytorch-fid", "clean-fid"])
 def test_inception_backend_end_to_end_with_random_weights(backend, small_digits, random_weights, tmp_path):
     ref, out = tmp_path / "ref.npz", tmp_path / "fid.json"
     args = ["--backend", backend, "--weights", str(random_weights), "--device", "cpu", "--batch", "16"]
@@ -218,7 +270,7 @@ def test_inception_backend_end_to_end_with_random_weights(backend, small_digits,
     chunk = write_chunk(tmp_path / "chunk.npz", digits_nhwc()[100:116])
     assert main(["fid", "--samples", chunk, "--ref", str(ref), "--out", str(out), *args]) == 0
     result = json.loads(out.read_text())
-    weights = random_weights / {"pytorch-fid": PYTORCH_FID_FILE, "clean-fid": CLEAN_FID_FILE}[backend]
+    weights = random_weights / WEIGHT_FILES[backend]
     assert result["backend"] == backend and result["weights"] == str(weights)
     assert result["weights_sha256"] == sha256(weights) and result["weights_kind"] == "random"
     assert "RANDOM weights, seed 0" in result["feature_extractor"]
@@ -240,9 +292,11 @@ def test_inception_features_equal_the_libraries_own_image_pipelines(random_weigh
         files.append(str(tmp_path / f"{i}.png"))
         Image.fromarray(img[:, :, 0]).save(files[-1])
     batch = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
-    pt = load_extractor("pytorch-fid", random_weights)
-    theirs = get_activations(files, pt.model, batch_size=4, dims=2048, device="cpu", num_workers=0)
-    np.testing.assert_allclose(pt(batch).numpy(), theirs, rtol=1e-5, atol=1e-6)
+    for backend in ("pytorch-fid", "torchvision-inception"):  # both are pytorch-fid's InceptionV3
+        pt = load_extractor(backend, random_weights)
+        theirs = get_activations(files, pt.model, batch_size=4, dims=2048, device="cpu",
+                                 num_workers=0)
+        np.testing.assert_allclose(pt(batch).numpy(), theirs, rtol=1e-5, atol=1e-6)
     clean = load_extractor("clean-fid", random_weights)
     theirs = get_files_features(files, model=clean.model, num_workers=0, batch_size=4, device="cpu",
                                 mode="clean", verbose=False)
@@ -255,11 +309,13 @@ def test_missing_inception_weights_name_every_place_looked(tmp_path, monkeypatch
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(FdrlError) as err:
         resolve_weights("pytorch-fid", None)
-    assert str(tmp_path / "torch" / "hub" / "checkpoints" / PYTORCH_FID_FILE) in str(err.value)
+    assert str(tmp_path / "torch" / "hub" / "checkpoints" / WEIGHT_FILES["pytorch-fid"]) in str(err.value)
     assert "fdrl fetch-weights" in str(err.value)
     (tmp_path / "staged").mkdir()
     with pytest.raises(FdrlError, match=f"{tmp_path}/staged/{CLEAN_FID_FILE}.*fetch-weights"):
         resolve_weights("clean-fid", tmp_path / "staged")
+    with pytest.raises(FdrlError, match=f"hub/checkpoints/{TORCHVISION_FILE}.*fetch-weights"):
+        resolve_weights("torchvision-inception", None)
     with pytest.raises(FdrlError, match="train-classifier"):
         resolve_weights("classifier", None)
 
@@ -291,13 +347,13 @@ def test_a_reference_of_another_backend_or_extractor_is_refused(digits, classifi
     fid_ref([str(digits)], "classifier", ref, classifier, device="cpu")
     chunk = write_chunk(tmp_path / "c.npz", digits_nhwc()[:64])
     with pytest.raises(FdrlError, match="made with backend classifier, not pytorch-fid"):
-        fid([chunk], ref, "pytorch-fid", tmp_path / "f.json", device="cpu")
+        fid(ref, "pytorch-fid", tmp_path / "f.json", [chunk], device="cpu")
     r = load_reference(ref)
     other = tmp_path / "other.npz"
     meta = {k: v for k, v in r.items() if k not in ("mu", "sigma", "count")}
     write_reference(other, r["mu"], r["sigma"], r["count"], {**meta, "weights_sha256": "0" * 64})
     with pytest.raises(FdrlError, match="another feature extractor"):
-        fid([chunk], other, "classifier", tmp_path / "f.json", classifier, device="cpu")
+        fid(other, "classifier", tmp_path / "f.json", [chunk], weights=classifier, device="cpu")
     assert not (tmp_path / "f.json").exists()
 
 
@@ -313,4 +369,4 @@ def test_bad_sample_chunks_are_refused_before_any_work(digits, classifier, tmp_p
     }
     for message, chunks in cases.items():
         with pytest.raises(FdrlError, match=message):
-            fid(chunks, ref, "classifier", tmp_path / "f.json", classifier, device="cpu")
+            fid(ref, "classifier", tmp_path / "f.json", chunks, weights=classifier, device="cpu")

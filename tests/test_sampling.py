@@ -86,7 +86,7 @@ def test_chunks_name_their_run_and_flow_length(run, tmp_path):
     info = read_chunks([str(tmp_path / "a.npz"), str(tmp_path / "b.npz")])[2]
     final = torch.load(run / "final.pt", weights_only=True)
     assert info == {"run": "run", "dataset": "digits", "prior": "data", "pairing": "lsif-pearson",
-                    "train_steps": 3, "flow_steps": 3, "steps": 5,
+                    "train_steps": 3, "flow_steps": 3, "steps": 5, "spectral_norm": False,
                     "config_hash": config_hash(final["config"])}
     assert read_chunks([str(tmp_path / "prior.npz")])[2]["steps"] == 0
     with pytest.raises(FdrlError, match="different runs or flow lengths"):

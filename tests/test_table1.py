@@ -12,12 +12,14 @@ import torch
 
 from fdrl.errors import FdrlError
 from fdrl.figures import fig4, fig5, nearest_neighbours
-from fdrl.tables import LITERATURE, PAPER_FDRL, TABLE1_COLUMNS, table1
+from fdrl.tables import LITERATURE, PAPER_FDRL, PAPER_FDRL_BACKEND, TABLE1_COLUMNS, table1
 
 
-def fid_result(path, run, dataset, prior, pairing, steps, fid, backend="classifier"):
+def fid_result(path, run, dataset, prior, pairing, steps, fid, backend="torchvision-inception",
+               spectral_norm=False):
     info = {"run": run, "dataset": dataset, "prior": prior, "pairing": pairing, "train_steps": 7,
-            "flow_steps": 100, "steps": steps, "config_hash": f"hash-{run}"}
+            "flow_steps": 100, "steps": steps, "config_hash": f"hash-{run}",
+            "spectral_norm": spectral_norm}
     path.write_text(json.dumps({"fid": fid, "backend": backend, "feature_extractor": "features",
                                 "n_images": 50, "run": info}))
     return str(path)
@@ -29,10 +31,14 @@ def test_rows_carry_the_paper_numbers_beside_ours(tmp_path):
         fid_result(tmp_path / "b.json", "c_up_kl", "cifar10", "uniform", "lr-kl", 110, 33.0),
         fid_result(tmp_path / "c.json", "d_js", "digits", "data", "lr-js", 120, 9.0),
         fid_result(tmp_path / "d.json", "c_lsif", "cifar10", "data", "lsif-pearson", 0, 80.0),
+        fid_result(tmp_path / "e.json", "c_lsif", "cifar10", "data", "lsif-pearson", 120, 19.0,
+                   backend="clean-fid"),
+        fid_result(tmp_path / "f.json", "c_lsif_sn", "cifar10", "data", "lsif-pearson", 120, 23.0,
+                   spectral_norm=True),
     ]
     rows = table1(inputs)
     assert all(tuple(r) == TABLE1_COLUMNS for r in rows)
-    cited, ours = rows[:-4], rows[-4:]
+    cited, ours = rows[:-6], rows[-6:]
     assert len(cited) == sum((c is not None) + (a is not None) for *_, c, a in LITERATURE)
     assert all("cited" in r["method"] and r["fid"] == "" and r["run"] == "" for r in cited)
     assert {(r["method"].split()[0], r["dataset"]): r["paper_fid"] for r in cited}[("DDPM", "cifar10")] == 3.17
@@ -41,20 +47,34 @@ def test_rows_carry_the_paper_numbers_beside_ours(tmp_path):
         ("FDRL-UP", "LR", "KL", "33.00", 31.99),
         ("FDRL-DDP", "LR", "JS", "9.00", ""),  # no paper number for the digits
         ("prior samples, no flow", "LSIF", "Pearson chi^2", "80.00", ""),
+        # Another feature extractor than the paper's: its FID is not comparable with 22.28.
+        ("FDRL-DDP", "LSIF", "Pearson chi^2", "19.00", ""),
+        # The released config's spectral norm, beside the paper's number it may reproduce.
+        ("FDRL-DDP + spectral norm (ablation)", "LSIF", "Pearson chi^2", "23.00", 22.28),
     ]
     assert ours[0]["run"] == "c_lsif" and ours[0]["config_hash"] == "hash-c_lsif"
     assert ours[1]["flow_steps"] == 110 and ours[1]["train_steps"] == 7
 
 
+def test_held_out_real_images_get_a_row_of_their_own(tmp_path):
+    (tmp_path / "h.json").write_text(json.dumps({
+        "fid": 3.25, "backend": "classifier", "feature_extractor": "features", "n_images": 299,
+        "held_out": {"dataset": "digits_test"}, "reference_dataset": "digits"}))
+    row = table1([str(tmp_path / "h.json")])[-1]
+    assert (row["method"], row["dataset"], row["fid"], row["n_samples"]) == (
+        "real images of digits_test (held out, no model)", "digits", "3.25", 299)
+    assert row["paper_fid"] == row["run"] == row["prior"] == ""
+
+
 def test_the_paper_fdrl_rows_are_table1s_eight():
-    assert len(PAPER_FDRL) == 8
+    assert len(PAPER_FDRL) == 8 and PAPER_FDRL_BACKEND == "torchvision-inception"
     assert {k[0] for k in PAPER_FDRL} == {"cifar10", "celeba"}
     assert PAPER_FDRL[("celeba", "data", "lr-kl")] == 18.09
 
 
 def test_a_result_without_a_run_is_refused(tmp_path):
     (tmp_path / "x.json").write_text(json.dumps({"fid": 1.0, "backend": "classifier"}))
-    with pytest.raises(FdrlError, match="names no run"):
+    with pytest.raises(FdrlError, match="names neither a run nor held-out images"):
         table1([str(tmp_path / "x.json")])
     proc = subprocess.run([sys.executable, "-m", "fdrl", "table", "table1", "--out",
                            str(tmp_path / "t.csv")], capture_output=True, text=True)

@@ -277,6 +277,17 @@ def test_uniform_and_source_domain_priors_train(prior, digits, tmp_path):
     assert (tmp_path / "run" / "samples" / "step-000002.png").exists()
 
 
+def test_a_held_out_split_is_never_trained_on(digits, tmp_path):
+    shard("digits_test", "unused", tmp_path / "test", shard_size=1000)
+    for changes in ({"data": str(tmp_path / "test")},
+                    {"prior": "source", "source": str(tmp_path / "test")}):
+        cfg = load_config(config(tmp_path, digits, **changes))
+        with pytest.raises(FdrlError, match="digits_test, a held-out split that is never used "
+                                            "for training"):
+            train(cfg, tmp_path / "run", device="cpu")
+    assert not (tmp_path / "run").exists()
+
+
 def test_prior_of_another_shape_is_refused(digits, tmp_path):
     from fdrl.priors import GaussianPrior
 

@@ -23,13 +23,15 @@ CONFIGS = REPO / "workflow" / "config"
 # The rules of the paper-scale DAG with their job counts: Tables 2-3, the seven 2-D experiments
 # (three Gaussian, four swiss-roll pairings), Figs. 2, 3, 10, toy.csv, the shards and priors of
 # CIFAR10, CelebA and LSUN Church with Fig. 11 (and the Cat2dog shards), the ten training runs
-# (Table 1's eight, LSUN Church, Cat2dog); Table 1: 50,000 samples of each of its eight runs in ten
-# chunks, FID references of CIFAR10 and CelebA and a FID per run for both Inception backends, the
-# prior's own samples (2 chunks of Fig. 5's 10,000) with both FIDs; Fig. 5 at ten flow lengths
-# (steps-0 shared with the baseline), Figs. 4 (per run), 8, 9, 12-13 (CIFAR10, CelebA), and `all`.
+# (Table 1's eight, LSUN Church, Cat2dog); Table 1: 50,000 samples of each of its eight runs in
+# ten chunks, FID references of CIFAR10 and CelebA and a FID per run for both of the scale's
+# backends, the prior's own samples (2 chunks of Fig. 5's 10,000) with both FIDs; Fig. 5 at ten
+# flow lengths (steps-0 shared with the baseline), Figs. 4 (per run), 8, 9, 12-13 (CIFAR10,
+# CelebA), and `all`.
 PAPER_JOBS = {"table_from_code": 2, "toy": 7, "fig2": 1, "fig3": 1, "fig10": 1, "toy_table": 1,
-              "shard": 5, "fit_prior": 3, "fig11": 1, "train": 10, "sample": 80, "fid_ref": 4,
-              "fid": 16, "sample_flow_length": 20, "fid_flow_length": 11, "table1": 1, "fig4": 8,
+              "shard": 6, "fit_prior": 3, "fig11": 1, "train": 10, "sample": 80, "fid_ref": 4,
+              "fid": 16, "fid_held_out": 2, "sample_flow_length": 20, "fid_flow_length": 11,
+              "table1": 1, "fig4": 8,
               "fig5": 1, "fig8": 1, "fig9": 1, "fig12": 2, "all": 1}
 TOYS = ["stale_near", "stale_far", "fdrl_far", "swissroll_lsif-pearson", "swissroll_lr-kl",
         "swissroll_lr-js", "swissroll_lr-logd"]
@@ -92,14 +94,28 @@ def test_table1_plans_the_papers_eight_runs_their_50k_samples_and_fids(tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
     counts = job_counts(out)
-    assert {r: counts.get(r) for r in ("train", "sample", "fid", "fid_ref", "table1")} == {
-        "train": 8, "sample": 80, "fid": 16, "fid_ref": 4, "table1": 1}
+    assert {r: counts.get(r) for r in ("train", "sample", "fid", "fid_ref", "fid_held_out",
+                                       "table1")} == {
+        "train": 8, "sample": 80, "fid": 16, "fid_ref": 4, "fid_held_out": 2, "table1": 1}
     seeds = {}
     for m in re.finditer(r"fdrl sample --run results/runs/(\S+) --seeds (\d+)-(\d+)  --out", out):
         seeds.setdefault(m[1], set()).update(range(int(m[2]), int(m[3]) + 1))
     assert len(seeds) == 8 and all(s == set(range(50_000)) for s in seeds.values())
+    # The authors' protocol (the one paper_fid compares with) and clean-fid, the standard today.
     assert {m[1] for m in re.finditer(r"fdrl fid --samples .*? --backend (\S+) ", out)} == {
-        "pytorch-fid", "clean-fid"}
+        "torchvision-inception", "clean-fid"}
+    assert {m[1] for m in re.finditer(r"fdrl fid-ref --shards \S+ --backend (\S+) ", out)} == {
+        "torchvision-inception", "clean-fid"}
+    # The CIFAR10 test split's real images, against the training set's reference.
+    assert len(re.findall(r"fdrl fid --shards results/data/cifar10_test/shards "
+                          r"--ref results/data/cifar10/fid_ref_\S+\.npz", out)) == 2
+
+
+def test_the_spectral_norm_ablation_is_planned_only_when_asked(tmp_path):
+    # Not in rule all (PAPER_JOBS trains 10 runs, not 11); named, it trains with spectral norm.
+    proc = snakemake(tmp_path, "-n", "-p", "results/runs/cifar10_data_lsif-pearson_sn/final.pt")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"fdrl launch .* train .*--set spectral_norm=true", proc.stdout + proc.stderr)
 
 
 def test_configfile_replaces_the_default_config(tmp_path):
@@ -160,10 +176,16 @@ def test_smoke_dag_end_to_end(tmp_path):
         rows = [r for r in csv.DictReader(f) if r["run"]]
     assert [(r["run"], r["backend"]) for r in rows] == [
         (run, b) for run in [*runs, "digits_data_lsif-pearson"]
-        for b in ("classifier", "pytorch-fid", "clean-fid")]
+        for b in ("classifier", "torchvision-inception", "pytorch-fid", "clean-fid")]
     assert all(float(r["fid"]) >= 0 and r["n_samples"] == "8" for r in rows)
     assert all("RANDOM" in r["feature_extractor"] for r in rows if r["backend"] != "classifier")
     assert rows[-1]["method"] == "prior samples, no flow" and rows[-1]["flow_steps"] == "0"
+    # Then the held-out digits' real images (their first 25-image shard), every backend.
+    with open(root / "table1.csv", newline="") as f:
+        real = [r for r in csv.DictReader(f) if "held out" in r["method"]]
+    assert [(r["method"], r["dataset"], r["backend"], r["n_samples"]) for r in real] == [
+        ("real images of digits_test (held out, no model)", "digits", b, "25")
+        for b in ("classifier", "torchvision-inception", "pytorch-fid", "clean-fid")]
     for run in runs:
         assert (root / "figures" / f"fig4_samples_{run}.png").exists()
     assert (root / "figures" / "fig12_nearest_digits.png").exists()

@@ -30,21 +30,28 @@ def _fid_ref(args: argparse.Namespace) -> None:
 
 def fid_parser(verbs) -> None:
     p = verb(verbs, "fid", _fid,
-             "FID of sample chunks against reference statistics; runs under torchrun too",
-             "Features of the images of the .npz chunks, their Frechet distance to the reference "
+             "FID of sample chunks (or held-out real images) against reference statistics; runs "
+             "under torchrun too",
+             "Features of the images of the .npz chunks, or of a held-out split's shards (what "
+             "real images score: the metric's floor), their Frechet distance to the reference "
              "(float64); rank 0 writes JSON: fid, backend, feature extractor, weights and SHA-256, "
              "n_images, reference. A reference made by another backend, extractor or weights "
              "file is refused.", out="fid.json",
              shared=("backend", "weights", "batch", "device"))
-    p.add_argument("--samples", required=True, nargs="+", metavar="CHUNK.npz",
-                   help="chunks of `fdrl sample` (uint8 NHWC images, seeds)")
+    images = p.add_mutually_exclusive_group(required=True)
+    images.add_argument("--samples", nargs="+", metavar="CHUNK.npz",
+                        help="chunks of `fdrl sample` (uint8 NHWC images, seeds)")
+    images.add_argument("--shards", nargs="+", metavar="SHARDS",
+                        help="a held-out split's shard folder (digits_test, cifar10_test, ...), "
+                             "or .tar files of it")
     p.add_argument("--ref", required=True, type=Path, metavar="ref.npz", help="of `fdrl fid-ref`")
 
 
 def _fid(args: argparse.Namespace) -> None:
     from fdrl.fid import fid
 
-    result = fid(args.samples, args.ref, args.backend, args.out, args.weights, args.batch, args.device)
+    result = fid(args.ref, args.backend, args.out, args.samples or (), args.shards or (),
+                 args.weights, args.batch, args.device)
     if result is not None:
         print(f"FID {result['fid']:.4f} ({result['feature_extractor']}; {result['n_images']} "
               f"images against {args.ref}) written to {args.out}")
@@ -52,9 +59,10 @@ def _fid(args: argparse.Namespace) -> None:
 
 def fetch_weights_parser(verbs) -> None:
     p = verb(verbs, "fetch-weights", _fetch_weights,
-             "download both Inception weight files (on a machine with internet)",
-             "Download pytorch-fid's pt_inception-2015-12-05-6726825d.pth and clean-fid's "
-             "inception-2015-12-05.pt into DIR; copy DIR to offline compute nodes and pass "
+             "download the Inception weight files (on a machine with internet)",
+             "Download pytorch-fid's pt_inception-2015-12-05-6726825d.pth, clean-fid's "
+             "inception-2015-12-05.pt and torchvision's inception_v3_google-0cc3c7bd.pth into "
+             "DIR; copy DIR to offline compute nodes and pass "
              "--weights DIR. With --random-seed, write seeded RANDOM weights under the same names "
              "instead (tests and the smoke scale; every result says so).", out=None)
     p.add_argument("--to", required=True, type=Path, metavar="DIR", help="where to put them")
@@ -79,8 +87,8 @@ def _fetch_weights(args: argparse.Namespace) -> None:
 def train_classifier_parser(verbs) -> None:
     p = verb(verbs, "train-classifier", _train_classifier,
              "train the digits classifier of the demo's classifier FID",
-             "Train a small CNN on a stratified 75% split of scikit-learn's 8x8 digits (seconds "
-             "on a CPU), report its test accuracy, and write its state_dict and config; its "
+             "Train a small CNN on the training split of scikit-learn's 8x8 digits (seconds on a "
+             "CPU), report its accuracy on the held-out digits_test, and write its state_dict and config; its "
              "penultimate layer is the `classifier` FID backend's features.",
              out="classifier.pt")
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")

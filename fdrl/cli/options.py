@@ -20,7 +20,8 @@ SHARED = {
     "set": (("--set",), dict(action="append", default=[], metavar="KEY=VALUE",
                              help="set one key (repeatable; VALUE is read as YAML: lists as [1, 2])")),
     "backend": (("--backend",), dict(required=True, choices=names.FID_BACKENDS, help=(
-        "pytorch-fid (Inception pool3), clean-fid (mode clean), or classifier (the digits "
+        "torchvision-inception (the authors' protocol: torchvision's ImageNet Inception), "
+        "pytorch-fid (TF-FID Inception pool3), clean-fid (mode clean), or classifier (the digits "
         "classifier's features: a classifier FID, not an Inception FID)"))),
     "weights": (("--weights",), dict(type=Path, default=None, metavar="PATH", help=(
         "an Inception backend: its weights file, or a folder holding it (as `fdrl fetch-weights` "

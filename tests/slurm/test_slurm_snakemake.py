@@ -28,9 +28,10 @@ TARGETS = ["results/smoke/table1.csv"]
 # than a job's start-up and Snakemake's polling: the data stage (shards, prior, FID references
 # and the weights they need) is one job; training, sampling and FID of all six runs another
 # (`--group-components`); Table 1 the third. `--cores`/`--resources` bound what a group job asks
-# for (its parallel jobs are stacked in series to fit one node of 2 CPUs).
+# for (its parallel jobs are stacked in series to fit one node of 2 CPUs). The held-out digits'
+# FIDs need only the data stage, and run in its job.
 GROUPS = ["--groups", "shard=data", "fit_prior=data", "train_classifier=data",
-          "random_inception_weights=data", "fid_ref=data", "train=run", "sample=run", "fid=run",
+          "random_inception_weights=data", "fid_ref=data", "fid_held_out=data", "train=run", "sample=run", "fid=run",
           "sample_flow_length=run", "fid_flow_length=run", "--group-components", "run=6",
           "--cores", "2", "--resources", "mem_mb=4000"]
 
@@ -69,7 +70,9 @@ def test_smoke_table1_through_sbatch(tmp_path, slurm_profile):
     root = tmp_path / "results" / "smoke"
     with open(root / "table1.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["run"]]
-    assert len(rows) == 7 * 3  # six runs and the prior baseline, three backends each
+    assert len(rows) == 7 * 4  # six runs and the prior baseline, four backends each
+    with open(root / "table1.csv", newline="") as f:
+        assert sum("held out" in r["method"] for r in csv.DictReader(f)) == 4  # digits_test
     assert all(float(r["fid"]) >= 0 and r["config_hash"] for r in rows)
     final = torch.load(root / "runs" / "digits_data_lsif-pearson" / "final.pt", weights_only=True)
     assert final["config"]["pairing"] == "lsif-pearson"

@@ -183,12 +183,14 @@ def weights_option(wildcards, input):
 
 
 def reference_shards(wildcards, input):
-    """The training shards reference statistics are computed from: the whole folder, or (small
-    scales) its first evaluation.reference_shards shard files."""
+    """The real images FID statistics are computed from (a training set's reference, a held-out
+    split's row): the whole shard folder, or (small scales) its first
+    evaluation.reference_shards shard files."""
     first = config["evaluation"]["reference_shards"]
     if not first:
         return input.shards
-    return " ".join(f"{input.shards}/train-{i:06d}.tar" for i in range(first))
+    split = "test" if DATASETS[wildcards.dataset].held_out_from else "train"
+    return " ".join(f"{input.shards}/{split}-{i:06d}.tar" for i in range(first))
 
 
 def run_fid(run, backend, steps=None):
@@ -208,16 +210,34 @@ def fid_inputs(wildcards):
     }
 
 
+def held_out_fid(dataset, backend):
+    """The FID result of a held-out split's real images against its training set's reference."""
+    return f"{ROOT}/fid/held_out/{dataset}_{backend}.json"
+
+
+def held_out_inputs(wildcards):
+    """A held-out FID job's shards, the reference of the training set it was held out from, and
+    the backend's weights."""
+    training_set = DATASETS[wildcards.dataset].held_out_from
+    return {
+        "shards": f"{ROOT}/data/{wildcards.dataset}/shards",
+        "ref": f"{ROOT}/data/{training_set}/fid_ref_{wildcards.backend}.npz",
+        **fid_weights(wildcards.backend),
+    }
+
+
 # --- Table 1 and its figures --------------------------------------------------------------------
 
 
 def table1_inputs():
-    """Table 1's FID results, rows in order: each run (per backend), then the prior baseline."""
+    """Table 1's FID results, rows in order: each run (per backend), the prior baseline, then the
+    held-out real images."""
     backends = config["evaluation"]["backends"]
     fids = [run_fid(run, b) for run in config["table1"]["runs"] for b in backends]
     baseline = config["table1"].get("prior_baseline")
     if baseline:
         fids += [run_fid(baseline, b, steps=0) for b in backends]
+    fids += [held_out_fid(split, b) for split in config["table1"].get("held_out", []) for b in backends]
     return fids
 
 
@@ -257,5 +277,5 @@ def all_targets():
         f"{ROOT}/figures/fig10_swissroll.png",
         f"{ROOT}/figures/fig11_priors.png",
         *nearest_figures(),
-        *(f"{ROOT}/runs/{run}/final.pt" for run in config["runs"]),
+        *(f"{ROOT}/runs/{run}/final.pt" for run in config["runs"] if run not in config["ablations"]),
     ]

@@ -1,5 +1,6 @@
 # FID (docs/design.md#evaluation): reference statistics of each training set per backend (one job,
-# reused by every run), then the FID of each run's samples against them, as JSON. The backends'
+# reused by every run), then the FID of each run's samples against them, as JSON, and that of a
+# held-out split's real images (the metric's floor). The backends'
 # weights are DAG inputs where the workflow makes them: the digits classifier (the demo's
 # "classifier FID") and, at smoke scale, seeded random Inception weights (labelled as such).
 
@@ -93,3 +94,23 @@ rule fid_flow_length:
         **job_resources("evaluation"),
     shell:
         FID_SHELL
+
+
+rule fid_held_out:
+    input:
+        unpack(held_out_inputs),
+    output:
+        held_out_fid("{dataset}", "{backend}"),
+    log:
+        f"{ROOT}/logs/fid/held_out_{{dataset}}_{{backend}}.log",
+    params:
+        shards=reference_shards,
+        weights=weights_option,
+    conda:
+        "../envs/fdrl.yaml"
+    threads: job_threads("evaluation")
+    resources:
+        **job_resources("evaluation"),
+    shell:
+        "OMP_NUM_THREADS={threads} fdrl fid --shards {params.shards} --ref {input.ref}"
+        " --backend {wildcards.backend} {params.weights} --out {output} > {log} 2>&1"
