@@ -36,15 +36,18 @@ IDENTITY = ("backend", "feature_extractor", "weights_sha256")
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     eps: float = 1e-6, blas_threads: int | None = 1) -> float:
+                     blas_threads: int | None = 1) -> float:
     """The Frechet distance of N(mu1, sigma1) and N(mu2, sigma2), in float64.
 
-    The algorithm of pytorch-fid's `calculate_frechet_distance` and clean-fid's
-    `frechet_distance`: scipy's `sqrtm` of S_1 S_2, eps * I added to both covariances if that
-    square root is not finite, a negligible imaginary part dropped. `sqrtm` can hang with many
-    BLAS threads on cluster nodes, so it runs with `blas_threads` (None: unlimited).
+    pytorch-fid and clean-fid take Tr((S_1 S_2)^(1/2)) from scipy's `sqrtm` of the non-symmetric
+    S_1 S_2. The trace needs only the eigenvalues of S_1 S_2, which are those of the symmetric
+    positive semi-definite S_1^(1/2) S_2 S_1^(1/2); two symmetric eigendecompositions give them,
+    4-5x faster than `sqrtm` for 2048-d features (45 s -> 9 s on one core of an older CPU), and
+    real by construction (round-off below 0 is clipped). On full-rank covariances the two agree
+    to about 1e-12; on the singular ones of a few images, to about 1e-7. The eigensolvers run
+    with `blas_threads` BLAS threads (None: unlimited), as `sqrtm` can hang with many on cluster
+    nodes.
     """
-    from scipy import linalg
     from threadpoolctl import threadpool_limits
 
     mu1, mu2 = np.atleast_1d(np.float64(mu1)), np.atleast_1d(np.float64(mu2))
@@ -52,17 +55,12 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise FdrlError(f"feature dimensions differ: {mu1.shape} and {mu2.shape}")
     diff = mu1 - mu2
-    with threadpool_limits(limits=blas_threads), np.errstate(all="ignore"):
-        covmean = linalg.sqrtm(sigma1 @ sigma2)
-        if not np.isfinite(covmean).all():
-            offset = np.eye(len(sigma1)) * eps
-            covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise FdrlError(f"the covariances' product has no real square root (imaginary part "
-                            f"{np.abs(covmean.imag).max():.3g}); too few images for the feature size?")
-        covmean = covmean.real
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    with threadpool_limits(limits=blas_threads):
+        w, v = np.linalg.eigh(sigma1)
+        root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T  # S_1^(1/2)
+        eigenvalues = np.linalg.eigvalsh(root1 @ sigma2 @ root1)
+    trace_covmean = np.sqrt(np.clip(eigenvalues, 0, None)).sum()
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_covmean)
 
 
 def write_reference(out: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray, count: int,

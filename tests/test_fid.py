@@ -84,6 +84,13 @@ def test_frechet_distance_equals_pytorch_fid_and_clean_fid():
                   clean_fd(*stats[0], *stats[1]), fid_from_feats(f1, f2)]
     assert ours > 1
     np.testing.assert_allclose(theirs, ours, rtol=1e-12)
+    # A few images in many features: singular covariances, where sqrtm is least accurate.
+    few = [(f.mean(0), np.cov(f, rowvar=False))
+           for f in (features(8, 64, 0.0, 3), features(20, 64, 0.3, 4))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # their sqrtm: deprecation, singular matrix
+        theirs = calculate_frechet_distance(*few[0], *few[1])
+    assert frechet_distance(*few[0], *few[1]) == pytest.approx(theirs, rel=1e-6)
 
 
 def test_equal_covariances_give_the_squared_distance_of_the_means():
