@@ -17,7 +17,7 @@ import json
 
 from fdrl.distributed import pick_device
 from fdrl.features import load_extractor
-from fdrl.fid import check_reference, frechet_distance, load_reference
+from fdrl.fid import check_reference, distance_to_reference, load_reference
 from fdrl.moments import Moments
 from fdrl.names import FID_BACKENDS
 from fdrl.sampling import Sampler, parse_seeds
@@ -35,11 +35,6 @@ def parse() -> argparse.Namespace:
     return p.parse_args()
 
 
-def fid_of(moments: Moments, ref: dict) -> float:
-    mu, sigma = moments.mean_and_covariance(ddof=1)
-    return frechet_distance(mu.cpu().numpy(), sigma.cpu().numpy(), ref["mu"], ref["sigma"])
-
-
 def main() -> None:
     args = parse()
     device = pick_device(args.device)
@@ -53,7 +48,7 @@ def main() -> None:
         x = (sampler.generate(seeds[start:start + args.batch]) + 1) * 127.5  # [0, 255]
         floats.add(extractor(x))
         rounded.add(extractor(x.round()))  # what a sample chunk holds
-    fid_float, fid_uint8 = fid_of(floats, ref), fid_of(rounded, ref)
+    fid_float, fid_uint8 = distance_to_reference(floats, ref), distance_to_reference(rounded, ref)
     print(json.dumps({"run": sampler.run_info["run"], "backend": args.backend,
                       "feature_extractor": extractor.name, "n_images": len(seeds),
                       "reference_n_images": ref["count"], "fid_float": fid_float,

@@ -109,6 +109,12 @@ def _mean_and_covariance(moments: Moments) -> tuple[np.ndarray, np.ndarray]:
     return mean.cpu().numpy(), cov.cpu().numpy()
 
 
+def distance_to_reference(moments: Moments, ref: dict) -> float:
+    """The FID of features' moments (all-reduced) against a loaded reference."""
+    mu, sigma = _mean_and_covariance(moments)
+    return frechet_distance(mu, sigma, ref["mu"], ref["sigma"])
+
+
 def fid_ref(shards: list[str], backend: str, out: str | os.PathLike, weights=None, batch: int = 64,
             workers: int = 0, device: str | None = None) -> dict | None:
     """Reference statistics of the shards' images (every image once, over all ranks); rank 0
@@ -190,9 +196,8 @@ def fid(ref_path: str | os.PathLike, backend: str, out: str | os.PathLike,
         selection.check_count(int(moments.count.item()))
     result = None
     if dist.is_main:
-        mu, sigma = _mean_and_covariance(moments)
-        value = frechet_distance(mu, sigma, ref["mu"], ref["sigma"])
-        result = {"fid": value, **extractor.describe(), "n_images": n, **origin,
+        result = {"fid": distance_to_reference(moments, ref), **extractor.describe(),
+                  "n_images": n, **origin,
                   "reference": str(ref_path), "reference_sha256": sha256(ref_path),
                   "reference_n_images": ref["count"], "reference_dataset": ref.get("dataset")}
         write_text_atomic(out, json.dumps(result, indent=2) + "\n")
