@@ -26,7 +26,8 @@ from torch import nn
 from fdrl.data import ShardStore
 from fdrl.divergences import pairing
 from fdrl.errors import FdrlError
-from fdrl.names import PRIORS
+from fdrl.names import PRECISIONS, PRIORS
+from fdrl.precision import Precision
 from fdrl.nets import IMAGE_NETWORKS, build_network
 from fdrl.priors import GaussianPrior, Prior, SourcePrior, UniformPrior
 
@@ -153,6 +154,8 @@ class TrainConfig:
     (U[-1, 1]) or `source` (images of the shard folder `source`: the Cat2dog translation
     setting). `spectral_norm` / `self_attention` left empty take the network's Table 3 default;
     `lr_milestones` left empty decays x0.1 at steps - 20k and steps - 10k (those > 0).
+    `precision` (fp32 or bf16) and `channels_last` say how the network's forwards run
+    (`fdrl.precision`); a run may resume under other ones, as on another device.
     """
 
     data: str = ""
@@ -181,6 +184,8 @@ class TrainConfig:
     sample_every: int = 5000
     checkpoint_every: int = 5000
     keep_checkpoints: int = 2
+    precision: str = "fp32"
+    channels_last: bool = False
 
     def to_dict(self) -> dict:
         """Plain YAML/JSON-ready values (tuples as lists)."""
@@ -251,6 +256,8 @@ def _validate(cfg: TrainConfig, source: str) -> None:
         raise bad("prior_path", "must name the prior.pt of `fdrl fit-prior` when prior is data")
     if cfg.prior == "source" and not cfg.source:
         raise bad("source", "must name the shard folder of the source domain when prior is source")
+    if cfg.precision not in PRECISIONS:
+        raise bad("precision", f"is not one of {', '.join(PRECISIONS)}")
     if cfg.network not in IMAGE_NETWORKS:
         raise bad("network", f"is not one of {', '.join(IMAGE_NETWORKS)}")
     try:
@@ -279,6 +286,11 @@ def build_model(cfg: TrainConfig, shape: tuple[int, ...]) -> nn.Module:
     """The density-ratio estimator a resolved config names, for images of `shape` (C, H, W)."""
     return build_network(cfg.network, in_channels=shape[0], spectral_norm=cfg.spectral_norm,
                          self_attention=cfg.self_attention)
+
+
+def run_precision(cfg: TrainConfig) -> Precision:
+    """How the config's network runs its forwards."""
+    return Precision(cfg.precision, cfg.channels_last)
 
 
 def build_prior(cfg: TrainConfig, shape: tuple[int, ...], device: torch.device) -> Prior:

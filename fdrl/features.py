@@ -12,6 +12,10 @@
   download=False)`), as `cleanfid.fid.compute_fid(mode="clean")` does.
 - `classifier`: the penultimate layer of the digits classifier (`fdrl.classifier`).
 
+Every backend computes its features in float32 by default, as the FID protocol does; a
+`Precision` may run the network under bf16 autocast or channels-last instead (features are
+returned as float32 either way, and every result records the precision).
+
 Compute nodes have no internet, so nothing here downloads: weights come from an explicit
 `--weights` (the file, or a folder holding it under the library's file name), else from the
 library's own cache location. `fdrl fetch-weights` stages the three Inception files on a machine
@@ -38,6 +42,7 @@ from torch import Tensor, nn
 
 from fdrl.errors import FdrlError
 from fdrl.io import atomic_path, sha256
+from fdrl.precision import FP32, Precision
 
 PYTORCH_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
 CLEAN_FID_FILE = "inception-2015-12-05.pt"
@@ -63,15 +68,17 @@ class Extractor:
     fn: Callable[[Tensor], Tensor]
     model: nn.Module  # the library's network, as the library builds it
     details: dict = field(default_factory=dict)
+    precision: Precision = FP32
 
     def __call__(self, images: Tensor) -> Tensor:
-        with torch.no_grad():
-            return self.fn(images)
+        device = next(self.model.parameters()).device
+        with torch.no_grad(), self.precision.autocast(device):
+            return self.fn(images).float()
 
     def describe(self) -> dict:
         return {"backend": self.backend, "feature_extractor": self.name, "feature_dim": self.dim,
                 "weights": str(self.weights), "weights_sha256": self.weights_sha256,
-                "weights_kind": self.weights_kind, **self.details}
+                "weights_kind": self.weights_kind, **self.details, **self.precision.describe()}
 
 
 def cache_dir(backend: str) -> Path:
@@ -202,8 +209,9 @@ def _clean_fid(path: Path, device: torch.device) -> tuple[Callable, nn.Module, s
 
 
 def load_extractor(backend: str, weights: str | os.PathLike | None = None,
-                   device: torch.device | str = "cpu") -> Extractor:
-    """The backend's feature extractor on `device`, its weights resolved as `resolve_weights`."""
+                   device: torch.device | str = "cpu", precision: Precision = FP32) -> Extractor:
+    """The backend's feature extractor on `device` in `precision`, its weights resolved as
+    `resolve_weights`."""
     device = torch.device(device)
     path = resolve_weights(backend, weights)
     digest = sha256(path)
@@ -211,7 +219,7 @@ def load_extractor(backend: str, weights: str | os.PathLike | None = None,
         from fdrl.classifier import IMAGE_SHAPE, load_classifier, preprocess
 
         model, config = load_classifier(path)
-        model = model.to(device)
+        model = precision.prepare(model.to(device))
 
         def fn(images: Tensor) -> Tensor:
             if tuple(images.shape[1:]) != IMAGE_SHAPE:
@@ -221,12 +229,13 @@ def load_extractor(backend: str, weights: str | os.PathLike | None = None,
 
         return Extractor(backend, f"classifier {config['arch']} penultimate ({config['feature_dim']}-d)",
                          config["feature_dim"], path, digest, "trained here", fn, model,
-                         {"classifier_test_accuracy": config["test_accuracy"]})
+                         {"classifier_test_accuracy": config["test_accuracy"]}, precision)
     make = {"pytorch-fid": _pytorch_fid, "clean-fid": _clean_fid,
             "torchvision-inception": _torchvision_inception}[backend]
     fn, model, base, details = make(path, device)
     kind, name = _kind_and_name(backend, path, digest, base)
-    return Extractor(backend, name, 2048, path, digest, kind, fn, model, details)
+    return Extractor(backend, name, 2048, path, digest, kind, fn, precision.prepare(model), details,
+                     precision)
 
 
 # --- weights: the real files (online) and seeded random stand-ins (tests, smoke scale) ---------

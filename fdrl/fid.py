@@ -30,9 +30,10 @@ from fdrl.errors import FdrlError
 from fdrl.features import Extractor, load_extractor
 from fdrl.io import atomic_path, sha256, write_text_atomic
 from fdrl.moments import Moments
+from fdrl.precision import FP32, Precision
 
 # What must agree between a reference and the features it is compared with.
-IDENTITY = ("backend", "feature_extractor", "weights_sha256")
+IDENTITY = ("backend", "feature_extractor", "weights_sha256", "precision")
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
@@ -116,12 +117,12 @@ def distance_to_reference(moments: Moments, ref: dict) -> float:
 
 
 def fid_ref(shards: list[str], backend: str, out: str | os.PathLike, weights=None, batch: int = 64,
-            workers: int = 0, device: str | None = None) -> dict | None:
+            workers: int = 0, device: str | None = None, precision: Precision = FP32) -> dict | None:
     """Reference statistics of the shards' images (every image once, over all ranks); rank 0
     writes `out` and gets its metadata back, other ranks None."""
     selection = select_shards(shards)
     dist = distributed.init(device)
-    extractor = load_extractor(backend, weights, dist.device)
+    extractor = load_extractor(backend, weights, dist.device, precision)
     batches = (images for _, images in one_pass(selection.folder, dist.rank, dist.world_size,
                                                 workers, batch, selection.files))
     moments = _statistics(extractor, batches, dist.device, selection.count // dist.world_size,
@@ -140,7 +141,7 @@ def fid_ref(shards: list[str], backend: str, out: str | os.PathLike, weights=Non
 
 
 def check_reference(ref: dict, ref_path, backend: str, extractor: Extractor | None = None) -> None:
-    """Refuses a reference made by another backend, feature extractor or weights file."""
+    """Refuses a reference made by another backend, feature extractor, weights file or precision."""
     if ref["backend"] != backend:
         raise FdrlError(f"{ref_path} was made with backend {ref['backend']}, not {backend}: make "
                         f"the reference with `fdrl fid-ref --backend {backend}`")
@@ -150,12 +151,12 @@ def check_reference(ref: dict, ref_path, backend: str, extractor: Extractor | No
             if ref[key] != mine[key]:
                 raise FdrlError(f"{ref_path} was made with another feature extractor ({key} "
                                 f"{ref[key]!r}, here {mine[key]!r}); remake the reference with "
-                                "the same weights")
+                                "the same weights and --precision")
 
 
 def fid(ref_path: str | os.PathLike, backend: str, out: str | os.PathLike,
         samples: list[str | os.PathLike] = (), held_out: list[str] = (), weights=None,
-        batch: int = 64, device: str | None = None) -> dict | None:
+        batch: int = 64, device: str | None = None, precision: Precision = FP32) -> dict | None:
     """FID against the reference of either sample chunks (`samples`) or the real images of a
     held-out split's shards (`held_out`); rank 0 writes the JSON result to `out` and returns it,
     other ranks None."""
@@ -183,7 +184,7 @@ def fid(ref_path: str | os.PathLike, backend: str, out: str | os.PathLike,
         raise FdrlError(f"the images are {shape}, the reference {ref_path} was made from "
                         f"{ref_shape} images")
     dist = distributed.init(device)
-    extractor = load_extractor(backend, weights, dist.device)
+    extractor = load_extractor(backend, weights, dist.device, precision)
     check_reference(ref, ref_path, backend, extractor)
     if samples:
         batches = chunk_batches(samples, dist.rank, dist.world_size, batch)

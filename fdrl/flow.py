@@ -6,7 +6,9 @@
 Training runs K steps (Algorithm 1); sampling runs K + kappa steps and clamps to [-1, 1]
 (Algorithm 2). During the flow the estimator is a fixed function of x: its parameters are
 excluded from autograd, and it runs in eval mode with parametrizations cached, so spectral
-normalization's power iteration does not advance once per flow step.
+normalization's power iteration does not advance once per flow step. The network runs in the
+given `Precision` (bf16 autocast, channels-last); x_k, its gradient and the Eq. 9 update stay
+float32.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch.nn.utils import parametrize
 from fdrl.divergences import Divergence
 from fdrl.errors import FdrlError
 from fdrl.noise import Noise
+from fdrl.precision import FP32, Precision
 
 Potential = Callable[[Tensor], Tensor]
 """Maps a batch x to one scalar per sample; the flow descends its x-gradient."""
@@ -50,18 +53,19 @@ class ClassGuidance:
     phi: float = 0.1
 
 
-def ratio_potential(net: nn.Module, divergence: Divergence) -> Potential:
-    """f'(r_theta(x)), the potential of Eq. 9, from the network output."""
-    return lambda x: divergence.f_prime(net(x))
+def ratio_potential(net: nn.Module, divergence: Divergence, precision: Precision = FP32) -> Potential:
+    """f'(r_theta(x)), the potential of Eq. 9, from the network output (float32)."""
+    return lambda x: divergence.f_prime(precision.forward(net, x))
 
 
-def conditional_potential(net: nn.Module, guidance: ClassGuidance) -> Potential:
+def conditional_potential(net: nn.Module, guidance: ClassGuidance,
+                          precision: Precision = FP32) -> Potential:
     """2 (log r_theta(x) - phi log p(y = n | x)) for an LR-KL model (Eq. 31)."""
 
     def potential(x: Tensor) -> Tensor:
-        log_p = F.log_softmax(guidance.classifier(x), dim=1)
+        log_p = F.log_softmax(precision.forward(guidance.classifier, x), dim=1)
         log_p_y = log_p.gather(1, guidance.labels.view(-1, 1)).squeeze(1)
-        return 2 * (net(x) - guidance.phi * log_p_y)  # Eq. 31
+        return 2 * (precision.forward(net, x) - guidance.phi * log_p_y)  # Eq. 31
 
     return potential
 
@@ -105,20 +109,22 @@ def flow(
     params: FlowParams,
     noise: Noise,
     guidance: ClassGuidance | None = None,
+    precision: Precision = FP32,
 ) -> Tensor:
-    """Flows `x0` for `params.steps` steps of Eq. 9 (or Eq. 31 with `guidance`).
+    """Flows `x0` for `params.steps` steps of Eq. 9 (or Eq. 31 with `guidance`), the network in
+    `precision`.
 
     `net` must be the unwrapped module (never a DDP wrapper): the flow needs no gradient
     synchronization. The result is detached; clamping is the caller's (Algorithm 2).
     """
     if guidance is None:
-        potential = ratio_potential(net, divergence)
+        potential = ratio_potential(net, divergence, precision)
     elif divergence.name != "kl":
         raise FdrlError(
             f"class-conditional flow (Eq. 31) needs an LR-KL model, not {divergence.name!r}"
         )
     else:
-        potential = conditional_potential(net, guidance)
+        potential = conditional_potential(net, guidance, precision)
     x = x0.detach()
     with frozen(net, guidance.classifier if guidance else None):
         for x in trajectory(potential, x0, params, noise):

@@ -13,6 +13,9 @@ PAIRINGS = ("lsif-pearson", "lr-kl", "lr-js", "lr-logd")
 # source domain (image-to-image translation).
 PRIORS = ("data", "uniform", "source")
 
+# The arithmetic of the network's forward passes (fdrl.precision): float32, or bf16 autocast.
+PRECISIONS = ("fp32", "bf16")
+
 # The 2-D experiments: the Gaussians of Sec. 3.1 (Figs. 2, 3), the swiss roll per pairing (Fig. 10).
 GAUSSIAN_TOYS = ("stale_near", "stale_far", "fdrl_far")
 SWISSROLL_TOYS = tuple(f"swissroll_{pairing}" for pairing in PAIRINGS)

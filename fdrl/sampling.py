@@ -5,7 +5,8 @@ Prior draw and flow noise of image i come from a generator seeded by seed i alon
 written to, or the number of processes (up to float32 rounding: the network's kernels may sum in
 another order for another batch shape). Images are flowed K + kappa steps (Sec. 4.1), clamped to
 [-1, 1], and written as a sample chunk (`fdrl.chunks`): uint8 NHWC images, their seeds, and the
-run info that FID results and Table 1 carry on.
+run info that FID results and Table 1 carry on. The network runs in the run's precision and
+layout (`fdrl.precision`) unless the caller names others; the run info records which.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ from torch import Tensor, nn
 from fdrl import distributed
 from fdrl.checkpoint import load_final
 from fdrl.chunks import write_chunk
-from fdrl.config import build_model, build_prior, config_hash, make_config
+from fdrl.config import build_model, build_prior, config_hash, make_config, run_precision
 from fdrl.divergences import Divergence, pairing
 from fdrl.errors import FdrlError
 from fdrl.flow import FlowParams, flow, frozen, ratio_potential, trajectory
 from fdrl.images import to_uint8
 from fdrl.noise import InterpolationNoise, Noise, PerSampleNoise
+from fdrl.precision import Precision
 from fdrl.priors import Prior
 
 
@@ -46,7 +48,8 @@ def parse_seeds(text: str) -> list[int]:
 
 @dataclass
 class Sampler:
-    """A trained run, ready to flow prior samples: EMA network, prior, divergence, flow params."""
+    """A trained run, ready to flow prior samples: EMA network, prior, divergence, flow params
+    and the precision the network runs in."""
 
     model: nn.Module
     prior: Prior
@@ -54,14 +57,20 @@ class Sampler:
     params: FlowParams
     device: torch.device
     run_info: dict
+    precision: Precision
 
     @classmethod
-    def load(cls, run: str | os.PathLike, device: torch.device, steps: int | None = None) -> "Sampler":
-        """The run's final.pt; `steps` overrides K + kappa (Fig. 5 varies it)."""
+    def load(cls, run: str | os.PathLike, device: torch.device, steps: int | None = None,
+             precision: str | None = None, channels_last: bool | None = None) -> "Sampler":
+        """The run's final.pt; `steps` overrides K + kappa (Fig. 5 varies it), `precision` and
+        `channels_last` the run's own (None keeps them)."""
         state = load_final(Path(run) / "final.pt", device)
         cfg = make_config(state["config"], f"{run}/final.pt")
         shape = tuple(state["image_shape"])
-        model = build_model(cfg, shape).to(device)
+        own = run_precision(cfg)
+        chosen = Precision(own.dtype if precision is None else precision,
+                           own.channels_last if channels_last is None else channels_last)
+        model = chosen.prepare(build_model(cfg, shape).to(device))
         model.load_state_dict(state["ema"])
         steps = cfg.sample_steps if steps is None else steps
         if steps < 0:
@@ -69,9 +78,9 @@ class Sampler:
         info = {"run": cfg.name or Path(run).name, "dataset": state["dataset"], "prior": cfg.prior,
                 "pairing": cfg.pairing, "train_steps": int(state["step"]),
                 "flow_steps": cfg.flow_steps, "steps": steps, "spectral_norm": cfg.spectral_norm,
-                "config_hash": config_hash(state["config"])}
+                "config_hash": config_hash(state["config"]), **chosen.describe()}
         return cls(model.eval(), build_prior(cfg, shape, device), pairing(cfg.pairing).divergence,
-                   FlowParams(steps, cfg.eta, cfg.nu), device, info)
+                   FlowParams(steps, cfg.eta, cfg.nu), device, info, chosen)
 
     def prior_samples(self, seeds: list[int]) -> tuple[Tensor, PerSampleNoise]:
         """x_0 of each seed, and the noise that continues each seed's stream."""
@@ -80,7 +89,8 @@ class Sampler:
 
     def _flow(self, n: int, noise: Noise) -> Tensor:
         x0 = self.prior.sample(n, noise)
-        return flow(self.model, x0, self.divergence, self.params, noise).clamp(-1, 1)
+        return flow(self.model, x0, self.divergence, self.params, noise,
+                    precision=self.precision).clamp(-1, 1)
 
     def generate(self, seeds: list[int]) -> Tensor:
         """Algorithm 2 for these seeds: images in [-1, 1], (N, C, H, W)."""
@@ -98,7 +108,7 @@ class Sampler:
         x0, noise = self.prior_samples(seeds)
         frames = [x0]
         with frozen(self.model):
-            potential = ratio_potential(self.model, self.divergence)
+            potential = ratio_potential(self.model, self.divergence, self.precision)
             for k, x in enumerate(trajectory(potential, x0, self.params, noise), start=1):
                 if k % every == 0 or k == self.params.steps:
                     frames.append(x.clamp(-1, 1))
@@ -106,10 +116,12 @@ class Sampler:
 
 
 def sample(run: str | os.PathLike, seeds: list[int], out: str | os.PathLike, batch: int = 256,
-           steps: int | None = None, device: str | None = None) -> None:
-    """Generates the images of `seeds` into the chunk `out`; under torchrun ranks split the seeds."""
+           steps: int | None = None, device: str | None = None, precision: str | None = None,
+           channels_last: bool | None = None) -> None:
+    """Generates the images of `seeds` into the chunk `out`; under torchrun ranks split the seeds.
+    `precision` / `channels_last` None: the run's own."""
     d = distributed.init(device)
-    sampler = Sampler.load(run, d.device, steps)
+    sampler = Sampler.load(run, d.device, steps, precision, channels_last)
     mine = seeds[d.rank::d.world_size]
     images = [to_uint8(sampler.generate(mine[i:i + batch])) for i in range(0, len(mine), batch)]
     local = np.concatenate(images) if images else np.zeros((0, *_nhwc(sampler)), np.uint8)

@@ -17,6 +17,7 @@ from fdrl.divergences import Pairing
 from fdrl.ema import EMA
 from fdrl.flow import FlowParams, flow
 from fdrl.noise import Noise
+from fdrl.precision import FP32, Precision
 
 
 class StepResult(NamedTuple):
@@ -48,12 +49,17 @@ def fdrl_step(
     flow_params: FlowParams,
     noise: Noise,
     ema: EMA | None = None,
+    precision: Precision = FP32,
 ) -> StepResult:
-    """Algorithm 1, one iteration; `net` may be wrapped in DDP (only the loss backward syncs)."""
+    """Algorithm 1, one iteration; `net` may be wrapped in DDP (only the loss backward syncs).
+
+    The flow's forwards and the loss's forward run in `precision`; the loss itself, the
+    optimizer step and the EMA update in float32.
+    """
     model = unwrap(net)
-    x_flow = flow(model, x_prior, pairing.divergence, flow_params, noise)
+    x_flow = flow(model, x_prior, pairing.divergence, flow_params, noise, precision=precision)
     # One forward over both batches: spectral norm advances once per step, DDP sees one pass.
-    h = net(torch.cat([x_data, x_flow]))
+    h = precision.forward(net, torch.cat([x_data, x_flow]))
     h_data, h_flow = h.split([len(x_data), len(x_flow)])
     terms = pairing.loss(h_data, h_flow)
     optimizer.zero_grad(set_to_none=True)
@@ -62,7 +68,7 @@ def fdrl_step(
     if ema is not None:
         ema.update(model)
     with torch.no_grad():
-        ratio = pairing.loss.ratio(h.detach().float())
+        ratio = pairing.loss.ratio(h.detach())
     n = len(x_data)
     return StepResult(terms.loss.detach(), terms.data_term, terms.flow_term,
                       ratio[:n].mean(), ratio[n:].mean(), x_flow)

@@ -35,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from fdrl import checkpoint as ckpt
 from fdrl import distributed
-from fdrl.config import TrainConfig, build_model, build_prior
+from fdrl.config import TrainConfig, build_model, build_prior, run_precision
 from fdrl.data import ShardStore, TrainStream, load_manifest
 from fdrl.distributed import Dist, all_reduce_sum, barrier
 from fdrl.divergences import pairing
@@ -95,7 +95,8 @@ class Trainer:
         self.pair = pairing(cfg.pairing)
         self.flow_params = FlowParams(cfg.flow_steps, cfg.eta, cfg.nu)
         seed_all(cfg.seed)
-        self.model = build_model(cfg, self.shape).to(d.device)
+        self.precision = run_precision(cfg)
+        self.model = self.precision.prepare(build_model(cfg, self.shape).to(d.device))
         self.ema = EMA(self.model, cfg.ema)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
@@ -113,6 +114,7 @@ class Trainer:
         self._resume(resume)
         self.print0(f"fdrl train: {self.cfg.name}: {self.cfg.network} "
                     f"({count_parameters(self.model):,} parameters), {self.cfg.pairing}, "
+                    f"{self.cfg.precision}{' channels-last' if self.cfg.channels_last else ''}, "
                     f"{self.d.world_size} x {self.d.device}, steps {self.step} -> {self.cfg.steps}")
         net = self.model
         if self.d.world_size > 1:
@@ -187,7 +189,7 @@ class Trainer:
         x_prior = self.prior.sample(len(x_data), noise)
         lr = self.optimizer.param_groups[0]["lr"]
         result = fdrl_step(net, self.optimizer, self.pair, x_data, x_prior, self.flow_params,
-                           noise, self.ema)
+                           noise, self.ema, self.precision)
         self.scheduler.step()
         stats = torch.stack([getattr(result, k).float() for k in STATS])
         values = (all_reduce_sum(stats) / self.d.world_size).tolist()  # equal slices: the global mean
@@ -221,7 +223,7 @@ class Trainer:
             noise = GeneratorNoise(key_seed(cfg.seed, GRID_STREAM), self.d.device)
             x0 = self.prior.sample(GRID_SIZE, noise)
             x = flow(self.ema.module, x0, self.pair.divergence,
-                     FlowParams(cfg.sample_steps, cfg.eta, cfg.nu), noise)
+                     FlowParams(cfg.sample_steps, cfg.eta, cfg.nu), noise, precision=self.precision)
             save_grid(x.clamp(-1, 1), self.out / "samples" / f"step-{self.step:06d}.png")
         barrier()
 

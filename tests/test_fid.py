@@ -361,6 +361,9 @@ def test_a_reference_of_another_backend_or_extractor_is_refused(digits, classifi
     write_reference(other, r["mu"], r["sigma"], r["count"], {**meta, "weights_sha256": "0" * 64})
     with pytest.raises(FdrlError, match="another feature extractor"):
         fid(other, "classifier", tmp_path / "f.json", [chunk], weights=classifier, device="cpu")
+    write_reference(other, r["mu"], r["sigma"], r["count"], {**meta, "precision": "bf16"})
+    with pytest.raises(FdrlError, match="precision 'bf16', here 'fp32'.*--precision"):
+        fid(other, "classifier", tmp_path / "f.json", [chunk], weights=classifier, device="cpu")
     assert not (tmp_path / "f.json").exists()
 
 

@@ -87,10 +87,24 @@ def test_chunks_name_their_run_and_flow_length(run, tmp_path):
     final = torch.load(run / "final.pt", weights_only=True)
     assert info == {"run": "run", "dataset": "digits", "prior": "data", "pairing": "lsif-pearson",
                     "train_steps": 3, "flow_steps": 3, "steps": 5, "spectral_norm": False,
-                    "config_hash": config_hash(final["config"])}
+                    "config_hash": config_hash(final["config"]), "precision": "fp32",
+                    "channels_last": False}
     assert read_chunks([str(tmp_path / "prior.npz")])[2]["steps"] == 0
     with pytest.raises(FdrlError, match="different runs or flow lengths"):
         read_chunks([str(tmp_path / "a.npz"), str(tmp_path / "prior.npz")])
+
+
+def test_sampling_runs_in_the_runs_precision_unless_told_otherwise(run, tmp_path):
+    sample(run, list(range(16)), tmp_path / "fp32.npz", device="cpu")
+    sample(run, list(range(16)), tmp_path / "bf16.npz", device="cpu", precision="bf16")
+    fp32, _, info32 = read_chunks([str(tmp_path / "fp32.npz")])
+    bf16, _, info16 = read_chunks([str(tmp_path / "bf16.npz")])
+    assert (info32["precision"], info16["precision"]) == ("fp32", "bf16")
+    diff = np.abs(fp32.astype(np.int16) - bf16.astype(np.int16))
+    assert 0 < diff.mean() < 8  # the same images up to bf16's rounding, not other images
+    sample(run, [16, 17], tmp_path / "more.npz", device="cpu", precision="bf16")
+    with pytest.raises(FdrlError, match="different runs"):
+        read_chunks([str(tmp_path / "fp32.npz"), str(tmp_path / "more.npz")])
 
 
 def test_interpolation_ends_are_the_two_seeds_samples(run):

@@ -15,14 +15,16 @@ def fid_ref_parser(verbs) -> None:
          "covariance (float64); rank 0 writes an .npz with mu, sigma, count and the backend, "
          "feature extractor and weights' SHA-256 that made them.",
          out="ref.npz",
-         shared=("shards", "backend", "weights", "batch", "workers", "device"))
+         shared=("shards", "backend", "weights", "batch", "workers", "device", "precision",
+                 "channels_last"))
 
 
 def _fid_ref(args: argparse.Namespace) -> None:
     from fdrl.fid import fid_ref
+    from fdrl.precision import Precision
 
     meta = fid_ref(args.shards, args.backend, args.out, args.weights, args.batch, args.workers,
-                   args.device)
+                   args.device, Precision(args.precision, args.channels_last))
     if meta is not None:
         print(f"{args.backend} reference statistics of {meta['n_images']} images "
               f"({meta['feature_extractor']}) written to {args.out}")
@@ -36,8 +38,9 @@ def fid_parser(verbs) -> None:
              "real images score: the metric's floor), their Frechet distance to the reference "
              "(float64); rank 0 writes JSON: fid, backend, feature extractor, weights and SHA-256, "
              "n_images, reference. A reference made by another backend, extractor or weights "
-             "file is refused.", out="fid.json",
-             shared=("backend", "weights", "batch", "device"))
+             "file, or in another precision, is refused. Features are float32 by default, as "
+             "the FID protocol computes them.", out="fid.json",
+             shared=("backend", "weights", "batch", "device", "precision", "channels_last"))
     images = p.add_mutually_exclusive_group(required=True)
     images.add_argument("--samples", nargs="+", metavar="CHUNK.npz",
                         help="chunks of `fdrl sample` (uint8 NHWC images, seeds)")
@@ -49,9 +52,10 @@ def fid_parser(verbs) -> None:
 
 def _fid(args: argparse.Namespace) -> None:
     from fdrl.fid import fid
+    from fdrl.precision import Precision
 
     result = fid(args.ref, args.backend, args.out, args.samples or (), args.shards or (),
-                 args.weights, args.batch, args.device)
+                 args.weights, args.batch, args.device, Precision(args.precision, args.channels_last))
     if result is not None:
         print(f"FID {result['fid']:.4f} ({result['feature_extractor']}; {result['n_images']} "
               f"images against {args.ref}) written to {args.out}")

@@ -23,6 +23,12 @@ SHARED = {
         "torchvision-inception (the authors' protocol: torchvision's ImageNet Inception), "
         "pytorch-fid (TF-FID Inception pool3), clean-fid (mode clean), or classifier (the digits "
         "classifier's features: a classifier FID, not an Inception FID)"))),
+    "precision": (("--precision",), dict(choices=names.PRECISIONS, default="fp32", help=(
+        "the network's arithmetic: fp32, or bf16 autocast (fast on GPUs and on CPUs with AMX or "
+        "AVX-512 bf16, slow elsewhere; default: %(default)s)"))),
+    "channels_last": (("--channels-last",), dict(action=argparse.BooleanOptionalAction,
+                                                 default=False, help=(
+        "NHWC memory order for the network's weights and images (default: %(default)s)"))),
     "weights": (("--weights",), dict(type=Path, default=None, metavar="PATH", help=(
         "an Inception backend: its weights file, or a folder holding it (as `fdrl fetch-weights` "
         "writes; default: the library's cache); classifier: the file of `fdrl train-classifier` "

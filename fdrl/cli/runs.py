@@ -43,8 +43,11 @@ def sample_parser(verbs) -> None:
              "generate images with a trained run (Algorithm 2); runs under torchrun too",
              "Flow prior samples K + kappa steps with the run's EMA weights, clamp to [-1, 1], "
              "and write uint8 NHWC images with their seeds to a .npz chunk. Image i depends on "
-             "seed i alone.", out="chunk.npz", shared=("batch", "device"),
-             changes={"batch": {"default": 256}})
+             "seed i alone.", out="chunk.npz",
+             shared=("batch", "device", "precision", "channels_last"),
+             changes={"batch": {"default": 256},
+                      "precision": {"default": None, "help": "fp32 or bf16 (default: the run's)"},
+                      "channels_last": {"default": None, "help": "default: the run's"}})
     p.add_argument("--run", required=True, type=Path, metavar="RUN_DIR", help="a trained run")
     p.add_argument("--seeds", required=True, metavar="SEEDS", help="e.g. 0-999 or 0-9,20")
     p.add_argument("--steps", type=int, default=None, metavar="K+kappa",
@@ -54,7 +57,8 @@ def sample_parser(verbs) -> None:
 def _sample(args: argparse.Namespace) -> None:
     from fdrl.sampling import parse_seeds, sample
 
-    sample(args.run, parse_seeds(args.seeds), args.out, args.batch, args.steps, args.device)
+    sample(args.run, parse_seeds(args.seeds), args.out, args.batch, args.steps, args.device,
+           args.precision, args.channels_last)
 
 
 def launch_parser(verbs) -> None:
