@@ -30,6 +30,7 @@ from fdrl.errors import FdrlError
 from fdrl.features import Extractor, load_extractor
 from fdrl.io import atomic_path, sha256, write_text_atomic
 from fdrl.moments import Moments
+from fdrl.progress import progress
 
 # What must agree between a reference and the features it is compared with.
 IDENTITY = ("backend", "feature_extractor", "weights_sha256")
@@ -90,10 +91,8 @@ def load_reference(path: str | os.PathLike) -> dict:
 def _statistics(extractor: Extractor, batches, device: torch.device, total: int | None,
                 desc: str, show: bool) -> Moments:
     """The features' moments over every rank's batches (all-reduced)."""
-    from tqdm import tqdm
-
     moments = Moments(extractor.dim, device)
-    with tqdm(total=total, desc=desc, unit="img", disable=not show) as bar:
+    with progress(total, desc, "img", show) as bar:
         for images in batches:
             moments.add(extractor(images))
             bar.update(len(images))
