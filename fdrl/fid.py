@@ -123,7 +123,8 @@ def fid_ref(shards: list[str], backend: str, out: str | os.PathLike, weights=Non
     extractor = load_extractor(backend, weights, dist.device)
     batches = (images for _, images in one_pass(selection.folder, dist.rank, dist.world_size,
                                                 workers, batch, selection.files))
-    moments = _statistics(extractor, batches, dist.device, selection.count // dist.world_size,
+    moments = _statistics(extractor, batches, dist.device,
+                          selection.count_of_rank(dist.rank, dist.world_size),
                           f"fid-ref {backend}", dist.is_main)
     count = int(moments.count.item())
     selection.check_count(count)  # all-reduced: every rank fails alike, none waits forever
@@ -186,11 +187,12 @@ def fid(ref_path: str | os.PathLike, backend: str, out: str | os.PathLike,
     check_reference(ref, ref_path, backend, extractor)
     if samples:
         batches = chunk_batches(samples, dist.rank, dist.world_size, batch)
+        mine = len(range(dist.rank, n, dist.world_size))  # global index = rank mod world size
     else:
         batches = (images for _, images in one_pass(selection.folder, dist.rank, dist.world_size,
                                                     0, batch, selection.files))
-    moments = _statistics(extractor, batches, dist.device, n // dist.world_size,
-                          f"fid {backend}", dist.is_main)
+        mine = selection.count_of_rank(dist.rank, dist.world_size)
+    moments = _statistics(extractor, batches, dist.device, mine, f"fid {backend}", dist.is_main)
     if held_out:
         selection.check_count(int(moments.count.item()))
     result = None

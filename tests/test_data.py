@@ -135,6 +135,10 @@ def test_a_selection_of_shards_counts_what_its_manifest_lists(digits):
     two = select_shards([str(digits / "train-000000.tar"), str(digits / "train-000003.tar")])
     assert two.count == 400 + 298 and two.file_names == ["train-000000.tar", "train-000003.tar"]
     two.check_count(698)
+    for selection in (whole, two):  # each rank's share, as one_pass deals the shards
+        for rank in range(3):
+            read = sum(len(i) for i, _ in one_pass(digits, rank, 3, files=selection.files))
+            assert selection.count_of_rank(rank, 3) == read
     with pytest.raises(FdrlError, match="read 697 images .* lists 698"):
         two.check_count(697)
     with pytest.raises(FdrlError, match="--shards takes one shard folder"):
