@@ -106,18 +106,29 @@ def test_fit_prior_in_one_process_matches_numpy(digits, tmp_path):
     assert prior.count == 1498 and prior.shape == (1, 8, 8)
 
 
-def test_fit_prior_with_two_gloo_processes_matches_numpy(digits, tmp_path):
+def test_fit_prior_shows_its_images_per_second(digits, tmp_path, capsys, bar_states):
+    fit_prior([str(digits)], tmp_path / "prior.pt", device="cpu")
+    last = bar_states(capsys.readouterr().err, "img")[-1]
+    assert last.startswith("fit-prior digits") and " 1498/1498 " in last
+
+
+def test_fit_prior_with_two_gloo_processes_matches_numpy(digits, tmp_path, bar_states,
+                                                         rank_stderr):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "--log-dir", str(tmp_path / "logs"), "--redirects", "2",
          "-m", "fdrl", "fit-prior", "--shards", str(digits), "--out", str(tmp_path / "prior.pt"),
          "--moments-out", str(tmp_path / "m.pt"), "--device", "cpu", "--block-rows", "16"],
         capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    errs = [rank_stderr(tmp_path / "logs", rank) for rank in (0, 1)]
+    assert proc.returncode == 0, proc.stderr[-3000:] + errs[0][-3000:]
     m = torch.load(tmp_path / "m.pt", weights_only=True)
     mean, cov = numpy_moments()
     np.testing.assert_allclose(m["mean"].numpy(), mean, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(m["covariance"].numpy(), cov, rtol=1e-10, atol=1e-12)
+    assert " 800/800 " in bar_states(errs[0], "img")[-1]  # rank 0's shards 0 and 2
+    assert bar_states(errs[1], "img") == []
 
 
 def truncate(folder, tmp_path):
