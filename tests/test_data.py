@@ -167,6 +167,12 @@ def test_a_truncated_shard_is_an_error_naming_it(digits, tmp_path):
     assert not (tmp_path / "prior.pt").exists()
 
 
+def test_shard_shows_its_images_per_second(tmp_path, capsys, bar_states):
+    shard("digits_test", "unused", tmp_path, shard_size=200)
+    last = bar_states(capsys.readouterr().err, "img")[-1]
+    assert last.startswith("shard digits_test") and " 299/299 " in last
+
+
 def test_digits_test_is_a_fixed_held_out_split_never_trained_on(digits, tmp_path):
     from sklearn.datasets import load_digits
 
