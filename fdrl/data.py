@@ -106,10 +106,14 @@ class ShardSelection:
     @property
     def count(self) -> int:
         """The number of images the manifest lists: in all, or for the named shards."""
-        if self.files is None:
-            return self.manifest.count
-        names = {f.name for f in self.files}
-        return sum(s["count"] for s in self.manifest.shards if s["file"] in names)
+        return self.count_of_rank(0, 1)
+
+    def count_of_rank(self, rank: int, world_size: int) -> int:
+        """The number of images `one_pass` reads on rank `rank` of `world_size`: those of its
+        round-robin share of the shards, in the manifest's order as `one_pass` deals them."""
+        names = None if self.files is None else {f.name for f in self.files}
+        chosen = [s for s in self.manifest.shards if names is None or s["file"] in names]
+        return sum(s["count"] for s in chosen[rank::world_size])
 
     @property
     def file_names(self) -> list[str]:

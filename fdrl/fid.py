@@ -31,6 +31,7 @@ from fdrl.features import Extractor, load_extractor
 from fdrl.io import atomic_path, sha256, write_text_atomic
 from fdrl.moments import Moments
 from fdrl.precision import FP32, Precision
+from fdrl.progress import progress
 
 # What must agree between a reference and the features it is compared with.
 IDENTITY = ("backend", "feature_extractor", "weights_sha256", "precision")
@@ -91,10 +92,8 @@ def load_reference(path: str | os.PathLike) -> dict:
 def _statistics(extractor: Extractor, batches, device: torch.device, total: int | None,
                 desc: str, show: bool) -> Moments:
     """The features' moments over every rank's batches (all-reduced)."""
-    from tqdm import tqdm
-
     moments = Moments(extractor.dim, device)
-    with tqdm(total=total, desc=desc, unit="img", disable=not show) as bar:
+    with progress(total, desc, "img", show) as bar:
         for images in batches:
             moments.add(extractor(images))
             bar.update(len(images))
@@ -125,7 +124,8 @@ def fid_ref(shards: list[str], backend: str, out: str | os.PathLike, weights=Non
     extractor = load_extractor(backend, weights, dist.device, precision)
     batches = (images for _, images in one_pass(selection.folder, dist.rank, dist.world_size,
                                                 workers, batch, selection.files))
-    moments = _statistics(extractor, batches, dist.device, selection.count // dist.world_size,
+    moments = _statistics(extractor, batches, dist.device,
+                          selection.count_of_rank(dist.rank, dist.world_size),
                           f"fid-ref {backend}", dist.is_main)
     count = int(moments.count.item())
     selection.check_count(count)  # all-reduced: every rank fails alike, none waits forever
@@ -188,11 +188,12 @@ def fid(ref_path: str | os.PathLike, backend: str, out: str | os.PathLike,
     check_reference(ref, ref_path, backend, extractor)
     if samples:
         batches = chunk_batches(samples, dist.rank, dist.world_size, batch)
+        mine = len(range(dist.rank, n, dist.world_size))  # global index = rank mod world size
     else:
         batches = (images for _, images in one_pass(selection.folder, dist.rank, dist.world_size,
                                                     0, batch, selection.files))
-    moments = _statistics(extractor, batches, dist.device, n // dist.world_size,
-                          f"fid {backend}", dist.is_main)
+        mine = selection.count_of_rank(dist.rank, dist.world_size)
+    moments = _statistics(extractor, batches, dist.device, mine, f"fid {backend}", dist.is_main)
     if held_out:
         selection.check_count(int(moments.count.item()))
     result = None

@@ -17,6 +17,7 @@ from fdrl.data import one_pass, select_shards
 from fdrl.io import atomic_path
 from fdrl.moments import Moments
 from fdrl.priors import GaussianPrior
+from fdrl.progress import progress
 
 
 def fit_prior(shards: list[str], out: str | os.PathLike, block_rows: int | None = None,
@@ -29,9 +30,12 @@ def fit_prior(shards: list[str], out: str | os.PathLike, block_rows: int | None 
     shape = selection.manifest.shape
     dist = distributed.init(device)
     moments = Moments(math.prod(shape), dist.device, block_rows)
-    for _, images in one_pass(selection.folder, dist.rank, dist.world_size, workers,
-                              files=selection.files):
-        moments.add(images.to(dist.device).flatten(1).double() / 127.5 - 1)
+    with progress(selection.count_of_rank(dist.rank, dist.world_size),
+                  f"fit-prior {selection.manifest.dataset}", "img", dist.is_main) as bar:
+        for _, images in one_pass(selection.folder, dist.rank, dist.world_size, workers,
+                                  files=selection.files):
+            moments.add(images.to(dist.device).flatten(1).double() / 127.5 - 1)
+            bar.update(len(images))
     moments.all_reduce()
     count = int(moments.count.item())
     selection.check_count(count)  # all-reduced: every rank fails alike, none waits forever

@@ -30,6 +30,7 @@ from fdrl.images import to_uint8
 from fdrl.noise import InterpolationNoise, Noise, PerSampleNoise
 from fdrl.precision import Precision
 from fdrl.priors import Prior
+from fdrl.progress import progress
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -123,7 +124,11 @@ def sample(run: str | os.PathLike, seeds: list[int], out: str | os.PathLike, bat
     d = distributed.init(device)
     sampler = Sampler.load(run, d.device, steps, precision, channels_last)
     mine = seeds[d.rank::d.world_size]
-    images = [to_uint8(sampler.generate(mine[i:i + batch])) for i in range(0, len(mine), batch)]
+    images = []
+    with progress(len(mine), f"sample {sampler.run_info['run']}", "img", d.is_main) as bar:
+        for i in range(0, len(mine), batch):
+            images.append(to_uint8(sampler.generate(mine[i:i + batch])))
+            bar.update(len(images[-1]))
     local = np.concatenate(images) if images else np.zeros((0, *_nhwc(sampler)), np.uint8)
     parts = [(mine, local)]
     if d.world_size > 1:

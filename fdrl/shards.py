@@ -15,6 +15,7 @@ import json
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ import numpy as np
 from fdrl.datasets import Source, dataset
 from fdrl.errors import FdrlError
 from fdrl.io import atomic_path, sha256, write_text_atomic
+from fdrl.progress import progress
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -68,11 +70,12 @@ def shard(name: str, data_root: str | os.PathLike, out: str | os.PathLike, shard
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(name, str(data_root), out / f"{split}-{i:06d}.tar", i * shard_size,
              min(count, (i + 1) * shard_size)) for i in range(math.ceil(count / shard_size))]
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            entries = list(pool.map(_write_shard_job, jobs))
-    else:
-        entries = [_write_shard_job(job) for job in jobs]
+    entries = []
+    with (ProcessPoolExecutor(workers) if workers > 1 else nullcontext()) as pool, \
+            progress(count, f"shard {name}", "img") as bar:
+        for entry in (pool.map if pool else map)(_write_shard_job, jobs):  # in the shards' order
+            entries.append(entry)
+            bar.update(entry["count"])
     manifest = {"dataset": name, "split": split, "shape": list(ds.shape), "count": count,
                 "preprocess": str(ds.preprocess),
                 "format": "webdataset: {index:08d}.png (uint8, lossless), {index:08d}.cls",

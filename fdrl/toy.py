@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from fdrl.names import GAUSSIAN_TOYS, PAIRINGS
 from fdrl.nets import MLP
 from fdrl.noise import GeneratorNoise, Noise
 from fdrl.priors import Prior, StandardNormalPrior
+from fdrl.progress import progress
 from fdrl.step import StepResult, fdrl_step
 
 DataSampler = Callable[[int], Tensor]
@@ -122,16 +124,20 @@ def train(net: nn.Module, pair_name: str, data: DataSampler, prior: Prior, noise
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(milestones), gamma=0.1)
     ema = EMA(net, ema_decay) if ema_decay > 0 else None
     log_every = max(1, steps // 20)
-    for step in range(steps):
-        result = fdrl_step(net, optimizer, pair, data(batch), prior.sample(batch, noise),
-                           flow_params, noise, ema)
-        schedule.step()
-        if not torch.isfinite(result.loss):
-            raise FdrlError(f"the {pair_name} loss diverged at step {step}; lower lr or eta")
-        if on_step is not None:
-            on_step(step, result)
-        if (step + 1) % log_every == 0 or step + 1 == steps:
-            print(json.dumps({"step": step + 1, **result.scalars()}), flush=True)
+    with progress(steps, f"toy {pair_name}", "step") as bar:
+        for step in range(steps):
+            result = fdrl_step(net, optimizer, pair, data(batch), prior.sample(batch, noise),
+                               flow_params, noise, ema)
+            schedule.step()
+            if not torch.isfinite(result.loss):
+                raise FdrlError(f"the {pair_name} loss diverged at step {step}; lower lr or eta")
+            if on_step is not None:
+                on_step(step, result)
+            bar.update(1)
+            if (step + 1) % log_every == 0 or step + 1 == steps:
+                # through the bar, which redraws itself below the line on a terminal
+                bar.write(json.dumps({"step": step + 1, **result.scalars()}), file=sys.stdout)
+                sys.stdout.flush()
     return ema.module if ema is not None else net
 
 

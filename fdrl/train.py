@@ -46,6 +46,7 @@ from fdrl.images import save_grid
 from fdrl.io import write_text_atomic
 from fdrl.nets import count_parameters
 from fdrl.noise import GeneratorNoise, SlicedNoise, key_seed
+from fdrl.progress import progress
 from fdrl.step import fdrl_step
 
 NOISE_STREAM, GRID_STREAM = 2, 3  # streams 0 and 1 of the seed are the data's (fdrl.data)
@@ -166,19 +167,16 @@ class Trainer:
         self.print0(f"resuming {self.out} from {path}")
 
     def _loop(self, net: torch.nn.Module) -> None:
-        from tqdm import tqdm
-
-        bar = tqdm(total=self.cfg.steps, initial=self.step, disable=not self.d.is_main,
-                   desc=self.cfg.name or "train", unit="step", dynamic_ncols=True)
         meter = Meter()
-        for t in range(self.step, self.cfg.steps):
-            start = time.perf_counter()
-            values, lr = self._train_step(net, t)
-            self.step = t + 1
-            meter.add(values, lr, time.perf_counter() - start)
-            self._periodic(meter, bar)
-            bar.update(1)
-        bar.close()
+        with progress(self.cfg.steps, self.cfg.name or "train", "step", self.d.is_main,
+                      initial=self.step) as bar:
+            for t in range(self.step, self.cfg.steps):
+                start = time.perf_counter()
+                values, lr = self._train_step(net, t)
+                self.step = t + 1
+                meter.add(values, lr, time.perf_counter() - start)
+                self._periodic(meter, bar)
+                bar.update(1)
 
     def _train_step(self, net: torch.nn.Module, t: int) -> tuple[list[float], float]:
         """Algorithm 1 on global batch t; returns the global statistics and the lr used."""

@@ -106,18 +106,29 @@ def test_fit_prior_in_one_process_matches_numpy(digits, tmp_path):
     assert prior.count == 1498 and prior.shape == (1, 8, 8)
 
 
-def test_fit_prior_with_two_gloo_processes_matches_numpy(digits, tmp_path):
+def test_fit_prior_shows_its_images_per_second(digits, tmp_path, capsys, bar_states):
+    fit_prior([str(digits)], tmp_path / "prior.pt", device="cpu")
+    last = bar_states(capsys.readouterr().err, "img")[-1]
+    assert last.startswith("fit-prior digits") and " 1498/1498 " in last
+
+
+def test_fit_prior_with_two_gloo_processes_matches_numpy(digits, tmp_path, bar_states,
+                                                         rank_stderr):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "--log-dir", str(tmp_path / "logs"), "--redirects", "2",
          "-m", "fdrl", "fit-prior", "--shards", str(digits), "--out", str(tmp_path / "prior.pt"),
          "--moments-out", str(tmp_path / "m.pt"), "--device", "cpu", "--block-rows", "16"],
         capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    errs = [rank_stderr(tmp_path / "logs", rank) for rank in (0, 1)]
+    assert proc.returncode == 0, proc.stderr[-3000:] + errs[0][-3000:]
     m = torch.load(tmp_path / "m.pt", weights_only=True)
     mean, cov = numpy_moments()
     np.testing.assert_allclose(m["mean"].numpy(), mean, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(m["covariance"].numpy(), cov, rtol=1e-10, atol=1e-12)
+    assert " 800/800 " in bar_states(errs[0], "img")[-1]  # rank 0's shards 0 and 2
+    assert bar_states(errs[1], "img") == []
 
 
 def truncate(folder, tmp_path):
@@ -135,6 +146,10 @@ def test_a_selection_of_shards_counts_what_its_manifest_lists(digits):
     two = select_shards([str(digits / "train-000000.tar"), str(digits / "train-000003.tar")])
     assert two.count == 400 + 298 and two.file_names == ["train-000000.tar", "train-000003.tar"]
     two.check_count(698)
+    for selection in (whole, two):  # each rank's share, as one_pass deals the shards
+        for rank in range(3):
+            read = sum(len(i) for i, _ in one_pass(digits, rank, 3, files=selection.files))
+            assert selection.count_of_rank(rank, 3) == read
     with pytest.raises(FdrlError, match="read 697 images .* lists 698"):
         two.check_count(697)
     with pytest.raises(FdrlError, match="--shards takes one shard folder"):
@@ -150,6 +165,12 @@ def test_a_truncated_shard_is_an_error_naming_it(digits, tmp_path):
     with pytest.raises(FdrlError, match="train-000002.tar"):
         fit_prior([str(broken)], tmp_path / "prior.pt", device="cpu")
     assert not (tmp_path / "prior.pt").exists()
+
+
+def test_shard_shows_its_images_per_second(tmp_path, capsys, bar_states):
+    shard("digits_test", "unused", tmp_path, shard_size=200)
+    last = bar_states(capsys.readouterr().err, "img")[-1]
+    assert last.startswith("shard digits_test") and " 299/299 " in last
 
 
 def test_digits_test_is_a_fixed_held_out_split_never_trained_on(digits, tmp_path):

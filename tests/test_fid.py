@@ -185,13 +185,16 @@ def test_classifier_fid_end_to_end(digits, classifier, tmp_path):
     assert (v["n_images"], v["reference"], v["weights_sha256"]) == (900, str(ref), sha256(classifier))
 
 
-def test_held_out_real_images_score_against_the_training_reference(digits, classifier, tmp_path):
+def test_held_out_real_images_score_against_the_training_reference(digits, classifier, tmp_path,
+                                                                   capsys, bar_states):
     ref, held_out = tmp_path / "ref.npz", tmp_path / "digits_test"
     args = ["--backend", "classifier", "--weights", str(classifier), "--device", "cpu"]
     assert main(["fid-ref", "--shards", str(digits), "--out", str(ref), *args]) == 0
     shard("digits_test", "unused", held_out, shard_size=100)
     out = tmp_path / "real.json"
+    capsys.readouterr()
     assert main(["fid", "--shards", str(held_out), "--ref", str(ref), "--out", str(out), *args]) == 0
+    assert " 299/299 " in bar_states(capsys.readouterr().err, "img")[-1]  # the images, their rate
     real = json.loads(out.read_text())
     assert (real["n_images"], real["held_out"]["dataset"], real["reference_dataset"]) == (
         299, "digits_test", "digits")

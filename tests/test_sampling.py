@@ -56,17 +56,28 @@ def test_an_image_depends_on_its_seed_alone(run, tmp_path):
     assert_same_images(read_chunks([str(tmp_path / "a.npz"), str(tmp_path / "b.npz")])[0], whole)
 
 
-def test_two_processes_write_the_same_chunk(run, tmp_path):
+def test_sample_shows_its_images_per_second(run, tmp_path, capsys, bar_states):
+    sample(run, list(range(3)), tmp_path / "x.npz", batch=2, device="cpu")
+    last = bar_states(capsys.readouterr().err, "img")[-1]
+    assert last.startswith("sample run") and " 3/3 " in last
+
+
+def test_two_processes_write_the_same_chunk_and_rank_1_shows_no_bar(run, tmp_path, bar_states,
+                                                                    rank_stderr):
     sample(run, list(range(10)), tmp_path / "one.npz", device="cpu")
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "--log-dir", str(tmp_path / "logs"), "--redirects", "2",
          "-m", "fdrl", "--", "sample", "--run", str(run), "--seeds", "0-9", "--out",
          str(tmp_path / "two.npz"), "--device", "cpu"],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    errs = [rank_stderr(tmp_path / "logs", rank) for rank in (0, 1)]
+    assert proc.returncode == 0, proc.stderr[-2000:] + errs[0][-2000:]
     one, two = (read_chunks([str(tmp_path / f)]) for f in ("one.npz", "two.npz"))
     assert np.array_equal(one[1], two[1])  # the seeds, in order
     assert_same_images(one[0], two[0])
+    assert " 5/5 " in bar_states(errs[0], "img")[-1]  # rank 0 counts its own 5 images
+    assert bar_states(errs[1], "img") == []
 
 
 def test_zero_flow_steps_give_the_clamped_prior(run):

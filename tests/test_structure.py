@@ -16,7 +16,8 @@ PACKAGE = REPO / "fdrl"
 # Imports run one way (docs/design.md#code-layout): a module imports only from its own layer or
 # the layers below it, never back up, and never in a circle.
 LAYERS = {
-    "utilities": ("errors", "io", "names", "noise", "distributed", "moments", "precision"),
+    "utilities": ("errors", "io", "names", "noise", "distributed", "moments", "precision",
+                  "progress"),
     "formats and readers": ("datasets", "data", "chunks", "images", "checkpoint"),
     "the paper's concepts": ("losses", "divergences", "flow", "priors", "nets", "ema", "step"),
     "configuration": ("config",),

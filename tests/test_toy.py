@@ -96,10 +96,13 @@ def test_energy_distance():
     assert energy_distance(x, y + 3) > 2.0
 
 
-def test_cli_runs_a_toy_and_rejects_bad_input(tmp_path):
+def test_cli_runs_a_toy_and_rejects_bad_input(tmp_path, bar_states):
     run = lambda *a: subprocess.run([sys.executable, "-m", "fdrl", *a], capture_output=True, text=True)  # noqa: E731
     ok = run("toy", "stale_near", "--out", str(tmp_path / "t"), *sum((["--set", s] for s in TINY_GAUSSIANS), []))
     assert ok.returncode == 0 and "mean_error" in ok.stdout, ok.stderr
+    assert '{"step": 20, "loss": ' in ok.stdout  # the training log stays on stdout
+    last = bar_states(ok.stderr, "step")[-1]  # the steps of training, with their rate, on stderr
+    assert last.startswith("toy lr-kl") and " 20/20 " in last
     bad = run("toy", "stale_near", "--out", str(tmp_path / "u"), "--set", "lr=fast")
     assert bad.returncode == 1 and "lr: 'fast' in the --set options is not a number" in bad.stderr
     assert not (tmp_path / "u").exists()
