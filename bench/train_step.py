@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
 
@@ -24,6 +23,7 @@ from fdrl.nets import IMAGE_NETWORKS, build_network, count_parameters
 from fdrl.noise import GeneratorNoise
 from fdrl.priors import UniformPrior
 from fdrl.step import fdrl_step
+from timing import seconds_per_call
 
 
 def parse() -> argparse.Namespace:
@@ -59,18 +59,7 @@ def main() -> None:
     def step() -> None:
         fdrl_step(net, optimizer, pair, x_data, prior.sample(args.batch, noise), params, noise, ema)
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for _ in range(args.warmup):
-        step()
-    sync()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    sync()
-    seconds = (time.perf_counter() - start) / args.steps
+    seconds = seconds_per_call(step, [()] * (args.warmup + args.steps), args.warmup, device)
     print(json.dumps({
         "network": args.network, "parameters": count_parameters(net), "image_shape": list(shape),
         "batch": args.batch, "flow_steps": args.flow_steps, "pairing": args.pairing,
