@@ -2,6 +2,7 @@
 
     python bench/train_step.py --network resnet32 --batch 64 --flow-steps 100 --device cuda
     python bench/train_step.py --network resnet8 --image-size 8 --channels 1 --batch 64 --flow-steps 100
+    python bench/train_step.py --network mlp_digits --channels 1 --flow-steps 100 --precision bf16
 
 Random data and a uniform prior: the step's cost does not depend on what the images show. The
 step is exactly the trainer's (`fdrl.step.fdrl_step`: K flow steps on the unwrapped module, one
@@ -18,9 +19,10 @@ import torch
 from fdrl.divergences import pairing
 from fdrl.ema import EMA
 from fdrl.flow import FlowParams
-from fdrl.names import PAIRINGS
+from fdrl.names import PAIRINGS, PRECISIONS
 from fdrl.nets import IMAGE_NETWORKS, build_network, count_parameters
 from fdrl.noise import GeneratorNoise
+from fdrl.precision import Precision
 from fdrl.priors import UniformPrior
 from fdrl.step import fdrl_step
 from timing import seconds_per_call
@@ -36,6 +38,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--pairing", choices=PAIRINGS, default="lsif-pearson")
     p.add_argument("--spectral-norm", action="store_true")
     p.add_argument("--self-attention", action="store_true")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="default: %(default)s")
+    p.add_argument("--channels-last", action="store_true")
     p.add_argument("--steps", type=int, default=10, help="timed steps (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: %(default)s)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -48,8 +52,10 @@ def main() -> None:
     size = args.image_size or IMAGE_NETWORKS[args.network].image_size
     shape = (args.channels, size, size)
     torch.manual_seed(0)
-    net = build_network(args.network, in_channels=args.channels, spectral_norm=args.spectral_norm,
-                        self_attention=args.self_attention).to(device)
+    precision = Precision(args.precision, args.channels_last)
+    net = precision.prepare(build_network(args.network, in_channels=args.channels,
+                                          spectral_norm=args.spectral_norm,
+                                          self_attention=args.self_attention).to(device))
     ema, pair = EMA(net, 0.998), pairing(args.pairing)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
     noise, prior = GeneratorNoise(0, device), UniformPrior(shape)
@@ -57,14 +63,15 @@ def main() -> None:
     x_data = 2 * torch.rand((args.batch, *shape), device=device) - 1
 
     def step() -> None:
-        fdrl_step(net, optimizer, pair, x_data, prior.sample(args.batch, noise), params, noise, ema)
+        fdrl_step(net, optimizer, pair, x_data, prior.sample(args.batch, noise), params, noise, ema,
+                  precision)
 
     seconds = seconds_per_call(step, [()] * (args.warmup + args.steps), args.warmup, device)
     print(json.dumps({
         "network": args.network, "parameters": count_parameters(net), "image_shape": list(shape),
         "batch": args.batch, "flow_steps": args.flow_steps, "pairing": args.pairing,
         "spectral_norm": args.spectral_norm, "self_attention": args.self_attention,
-        "device": str(device), "device_name": torch.cuda.get_device_name(device)
+        **precision.describe(), "device": str(device), "device_name": torch.cuda.get_device_name(device)
         if device.type == "cuda" else "cpu", "torch": torch.__version__, "threads":
         torch.get_num_threads(), "steps": args.steps, "seconds_per_step": seconds,
         "images_per_second": args.batch / seconds,
