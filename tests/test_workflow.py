@@ -101,6 +101,11 @@ def test_table1_plans_the_papers_eight_runs_their_50k_samples_and_fids(tmp_path)
     for m in re.finditer(r"fdrl sample --run results/runs/(\S+) --seeds (\d+)-(\d+)  --out", out):
         seeds.setdefault(m[1], set()).update(range(int(m[2]), int(m[3]) + 1))
     assert len(seeds) == 8 and all(s == set(range(50_000)) for s in seeds.values())
+    # Trained (and so sampled) in bf16 with channels-last; FID features in float32, the protocol.
+    trains = re.findall(r"fdrl launch .* train .*", out)
+    assert len(trains) == 8 and all("--set precision=bf16 --set channels_last=true" in t
+                                    for t in trains)
+    assert "fdrl fid" in out and "--precision" not in out
     # The authors' protocol (the one paper_fid compares with) and clean-fid, the standard today.
     assert {m[1] for m in re.finditer(r"fdrl fid --samples .*? --backend (\S+) ", out)} == {
         "torchvision-inception", "clean-fid"}
