@@ -26,7 +26,7 @@ from torch import nn
 from fdrl.data import ShardStore
 from fdrl.divergences import pairing
 from fdrl.errors import FdrlError
-from fdrl.names import PRECISIONS, PRIORS
+from fdrl.names import PRECISION_SETTINGS, PRIORS
 from fdrl.precision import Precision
 from fdrl.nets import IMAGE_NETWORKS, build_network
 from fdrl.priors import GaussianPrior, Prior, SourcePrior, UniformPrior
@@ -154,8 +154,10 @@ class TrainConfig:
     (U[-1, 1]) or `source` (images of the shard folder `source`: the Cat2dog translation
     setting). `spectral_norm` / `self_attention` left empty take the network's Table 3 default;
     `lr_milestones` left empty decays x0.1 at steps - 20k and steps - 10k (those > 0).
-    `precision` (fp32 or bf16) and `channels_last` say how the network's forwards run
-    (`fdrl.precision`); a run may resume under other ones, as on another device.
+    `precision` (fp32, bf16, or auto: the faster of the two on the device, measured when
+    training starts) and `channels_last` say how the network's forwards run (`fdrl.precision`);
+    the run's config.yaml and final.pt record the precision it trained in, and a run may resume
+    under another one, as on another device.
     """
 
     data: str = ""
@@ -256,8 +258,8 @@ def _validate(cfg: TrainConfig, source: str) -> None:
         raise bad("prior_path", "must name the prior.pt of `fdrl fit-prior` when prior is data")
     if cfg.prior == "source" and not cfg.source:
         raise bad("source", "must name the shard folder of the source domain when prior is source")
-    if cfg.precision not in PRECISIONS:
-        raise bad("precision", f"is not one of {', '.join(PRECISIONS)}")
+    if cfg.precision not in PRECISION_SETTINGS:
+        raise bad("precision", f"is not one of {', '.join(PRECISION_SETTINGS)}")
     if cfg.network not in IMAGE_NETWORKS:
         raise bad("network", f"is not one of {', '.join(IMAGE_NETWORKS)}")
     try:
@@ -289,7 +291,8 @@ def build_model(cfg: TrainConfig, shape: tuple[int, ...]) -> nn.Module:
 
 
 def run_precision(cfg: TrainConfig) -> Precision:
-    """How the config's network runs its forwards."""
+    """How a trained run's network runs its forwards (its config holds the precision it trained
+    in, never `auto`)."""
     return Precision(cfg.precision, cfg.channels_last)
 
 

@@ -71,6 +71,15 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def from_main(obj: object) -> object:
+    """Rank 0's `obj` on every rank (itself in a single process): one choice for all ranks."""
+    if dist.is_initialized():
+        objs = [obj]
+        dist.broadcast_object_list(objs, src=0)
+        return objs[0]
+    return obj
+
+
 def shutdown() -> None:
     """Leaves the process group, if any."""
     if dist.is_initialized():

@@ -15,6 +15,9 @@ PRIORS = ("data", "uniform", "source")
 
 # The arithmetic of the network's forward passes (fdrl.precision): float32, or bf16 autocast.
 PRECISIONS = ("fp32", "bf16")
+# What a run or `fdrl sample` may ask for: one of those, or `auto`, the faster of them as measured
+# on the device at hand (fdrl.precision.fastest).
+PRECISION_SETTINGS = (*PRECISIONS, "auto")
 
 # The 2-D experiments: the Gaussians of Sec. 3.1 (Figs. 2, 3), the swiss roll per pairing (Fig. 10).
 GAUSSIAN_TOYS = ("stale_near", "stale_far", "fdrl_far")

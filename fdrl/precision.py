@@ -13,14 +13,18 @@ sampling. `Precision` says how they run:
   convolution kernels (tensor cores, oneDNN's AMX and AVX-512 paths) run fastest in. It changes
   no value beyond the order of floating-point sums.
 
-Whether bf16 pays depends on the device: GPUs and CPUs with AMX or AVX-512 bf16 units run it an
-order of magnitude faster than float32; other CPUs emulate it, many times slower. `bench/`
-measures both on the device at hand.
+Whether bf16 pays depends on the device: GPUs and CPUs with AMX or AVX-512 bf16 units run it
+faster than float32 (an order of magnitude for a ResNet with AMX); other CPUs emulate it, some 9x
+slower. Machines of one kind can differ in this, so the setting `auto` assumes nothing: `fastest`
+times one flow step of the run's own network in each precision, on the device at hand, and takes
+the faster. `bench/` measures the same in detail.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -71,3 +75,30 @@ class Precision:
 
 
 FP32 = Precision()
+
+
+def _seconds_per_flow_step(precision: Precision, net: nn.Module, x: Tensor, repeats: int) -> float:
+    """The best of `repeats` timings of one flow step's work: forward and input gradient."""
+    net = precision.prepare(net)
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first call warms up kernels and caches
+        z = x.detach().requires_grad_(True)
+        start = time.perf_counter()
+        torch.autograd.grad(precision.forward(net, z).sum(), z)
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def fastest(net: nn.Module, shape: tuple[int, ...], device: torch.device, channels_last: bool,
+            repeats: int = 3) -> tuple[Precision, dict[str, float]]:
+    """The precision whose flow step is fastest for `net` on a batch of `shape` on `device`,
+    and each one's seconds. Times a copy of `net` (a forward in train mode updates spectral
+    norm's vectors) on inputs of a private generator: the run's own state and random streams
+    are left as they were."""
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0)).mul(2).sub(1).to(device)
+    seconds = {dtype: _seconds_per_flow_step(Precision(dtype, channels_last), copy.deepcopy(net), x,
+                                             repeats) for dtype in PRECISIONS}
+    return Precision(min(seconds, key=seconds.get), channels_last), seconds
+

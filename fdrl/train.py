@@ -46,6 +46,7 @@ from fdrl.images import save_grid
 from fdrl.io import write_text_atomic
 from fdrl.nets import count_parameters
 from fdrl.noise import GeneratorNoise, SlicedNoise, key_seed
+from fdrl.precision import Precision, fastest
 from fdrl.progress import progress
 from fdrl.step import fdrl_step
 
@@ -96,15 +97,27 @@ class Trainer:
         self.pair = pairing(cfg.pairing)
         self.flow_params = FlowParams(cfg.flow_steps, cfg.eta, cfg.nu)
         seed_all(cfg.seed)
-        self.precision = run_precision(cfg)
-        self.model = self.precision.prepare(build_model(cfg, self.shape).to(d.device))
+        self.model = build_model(cfg, self.shape).to(d.device)
+        self.precision = self._precision()
+        self.model = self.precision.prepare(self.model)
         self.ema = EMA(self.model, cfg.ema)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, list(cfg.lr_milestones), gamma=0.1)
-        self.config = cfg.to_dict()
+        self.config = {**cfg.to_dict(), "precision": self.precision.dtype}  # never `auto`
         self.checkpoints = out / "checkpoints"
         self.step = 0
+
+    def _precision(self) -> Precision:
+        """The config's precision; `auto` takes the faster on this device, as rank 0 measures
+        one flow step of the run's network at this rank's batch (one choice for all ranks)."""
+        if self.cfg.precision != "auto":
+            return run_precision(self.cfg)
+        chosen, seconds = fastest(self.model, (self.cfg.batch // self.d.world_size, *self.shape),
+                                  self.d.device, self.cfg.channels_last)
+        times = ", ".join(f"{dtype} {s * 1e3:.2f} ms" for dtype, s in seconds.items())
+        self.print0(f"fdrl train: precision auto -> {chosen.dtype} (one flow step here: {times})")
+        return distributed.from_main(chosen)
 
     def print0(self, text: str) -> None:
         if self.d.is_main:
@@ -115,7 +128,7 @@ class Trainer:
         self._resume(resume)
         self.print0(f"fdrl train: {self.cfg.name}: {self.cfg.network} "
                     f"({count_parameters(self.model):,} parameters), {self.cfg.pairing}, "
-                    f"{self.cfg.precision}{' channels-last' if self.cfg.channels_last else ''}, "
+                    f"{self.precision.dtype}{' channels-last' if self.precision.channels_last else ''}, "
                     f"{self.d.world_size} x {self.d.device}, steps {self.step} -> {self.cfg.steps}")
         net = self.model
         if self.d.world_size > 1:

@@ -6,6 +6,7 @@ against numbers of one CPU.
 """
 
 import copy
+import time
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from fdrl.errors import FdrlError
 from fdrl.flow import FlowParams, flow, ratio_potential
 from fdrl.nets import MLP, build_network
 from fdrl.noise import GeneratorNoise
-from fdrl.precision import FP32, Precision
+from fdrl.precision import FP32, Precision, fastest
 from fdrl.step import fdrl_step
 
 BF16 = Precision("bf16")
@@ -96,7 +97,39 @@ def test_precision_is_a_checked_run_setting(tmp_path):
     cfg = load_config(None, [*base, "precision=bf16", "channels_last=true"])
     assert (cfg.precision, cfg.channels_last) == ("bf16", True)
     assert load_config(None, base).precision == "fp32"
-    with pytest.raises(FdrlError, match="precision: 'fp16' .* is not one of fp32, bf16"):
+    assert load_config(None, [*base, "precision=auto"]).precision == "auto"
+    with pytest.raises(FdrlError, match="precision: 'fp16' .* is not one of fp32, bf16, auto"):
         load_config(None, [*base, "precision=fp16"])
     with pytest.raises(FdrlError, match="precision 'fp16' is not one of"):
         Precision("fp16")
+
+
+class SlowIn(torch.nn.Module):
+    """A linear layer that takes 20 ms more whenever it computes in `dtype`."""
+
+    def __init__(self, dtype):
+        super().__init__()
+        self.linear, self.dtype = torch.nn.Linear(4, 1), dtype
+
+    def forward(self, x):
+        y = self.linear(x)
+        if y.dtype == self.dtype:
+            time.sleep(0.02)
+        return y
+
+
+@pytest.mark.parametrize("slow, chosen", [(torch.bfloat16, "fp32"), (torch.float32, "bf16")])
+def test_auto_takes_the_precision_that_runs_faster_here(slow, chosen):
+    precision, seconds = fastest(SlowIn(slow), (8, 4), torch.device("cpu"), channels_last=False)
+    assert precision == Precision(chosen) and set(seconds) == {"fp32", "bf16"}
+    assert seconds["fp32" if chosen == "bf16" else "bf16"] > 0.02 > seconds[chosen]
+
+
+def test_measuring_leaves_the_network_and_the_random_streams_alone():
+    torch.manual_seed(0)
+    net = build_network("resnet8", in_channels=1, spectral_norm=True)  # forwards update its vectors
+    before, rng = copy.deepcopy(net.state_dict()), torch.get_rng_state()
+    precision, _ = fastest(net, (2, 1, 8, 8), torch.device("cpu"), channels_last=True)
+    assert precision.channels_last and torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    assert next(net.parameters()).is_contiguous()  # the run's own weights keep their layout

@@ -277,6 +277,16 @@ def test_uniform_and_source_domain_priors_train(prior, digits, tmp_path):
     assert (tmp_path / "run" / "samples" / "step-000002.png").exists()
 
 
+def test_auto_precision_trains_in_the_measured_one_and_records_it(digits, tmp_path, capsys):
+    cfg = load_config(config(tmp_path, digits, network="mlp_digits", precision="auto", steps=2,
+                             log_every=1, sample_every=2, checkpoint_every=2))
+    final = train(cfg, tmp_path / "run", device="cpu")
+    chosen = torch.load(final, weights_only=True)["config"]["precision"]
+    assert chosen in ("fp32", "bf16")
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["precision"] == chosen
+    assert f"precision auto -> {chosen} (one flow step here: fp32 " in capsys.readouterr().out
+
+
 def test_a_held_out_split_is_never_trained_on(digits, tmp_path):
     shard("digits_test", "unused", tmp_path / "test", shard_size=1000)
     for changes in ({"data": str(tmp_path / "test")},
