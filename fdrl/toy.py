@@ -50,6 +50,12 @@ class GaussianToy:
     The paper gives K (15 near, 400 far; T = 1000) but not eta. `stale_eta` = 1/150 is the step
     at which the exact ratio's drift |grad log(q/p)| = 10 per coordinate carries q's mean onto
     p's in the 15 near steps; `eta` is the step of FDRL's own flow.
+
+    The paper trains Fig. 3's run at a constant lr. At T = 1000 that run has not settled: its final
+    mean error moved between 0.04 and 0.19 with the floating-point order alone (one seed, 1 or 2
+    threads). `fdrl_lr_milestones` decays its lr x0.1 at 80% and 90% of the run, as the swiss roll
+    and the image runs do, so that the flow it ends with is the average of a converged estimator
+    rather than one noisy Adam step (bench/toy_seeds.py measures it over seeds).
     """
 
     pairing: str = "lr-kl"
@@ -63,6 +69,7 @@ class GaussianToy:
     near_flow_steps: int = 15
     far_flow_steps: int = 400
     fdrl_steps: int = 1000
+    fdrl_lr_milestones: tuple[int, ...] = (800, 900)
     flow_steps: int = 100
     eta: float = 0.1
     nu: float = 0.01
@@ -175,7 +182,8 @@ def _fdrl_far(cfg: GaussianToy) -> tuple[dict, dict]:
             snapshots.append(result.x_flow)
 
     net = train(MLP(), cfg.pairing, gaussian(cfg.far_mean, cfg.variance, g), prior, noise,
-                steps=cfg.fdrl_steps, batch=cfg.batch, lr=cfg.lr, flow_params=params, on_step=record)
+                steps=cfg.fdrl_steps, batch=cfg.batch, lr=cfg.lr, milestones=cfg.fdrl_lr_milestones,
+                flow_params=params, on_step=record)
     x0 = prior.sample(cfg.n_particles, noise)
     x = flow(net, x0, pairing(cfg.pairing).divergence, params, noise)
     arrays = {"x": x, "prior": x0, "target": torch.full((2,), cfg.far_mean),
@@ -214,8 +222,7 @@ class Experiment:
     pairing: str | None = None
 
     def meets(self, metrics: dict) -> bool:
-        bars = {"< 0.1": metrics["value"] < 0.1, "< 0.2": metrics["value"] < 0.2,
-                "> 0.2": metrics["value"] > 0.2,
+        bars = {"< 0.1": metrics["value"] < 0.1, "> 0.2": metrics["value"] > 0.2,
                 "<= prior / 4": metrics["value"] <= metrics["prior_value"] / 4}
         return bars[self.expected]
 
@@ -224,7 +231,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     "stale_near": Experiment("fig2", GaussianToy(), lambda c: _stale(c, far=False), "< 0.1"),
     # The paper's finding: the stale estimator does not carry q across the chasm.
     "stale_far": Experiment("fig2", GaussianToy(), lambda c: _stale(c, far=True), "> 0.2"),
-    "fdrl_far": Experiment("fig3", GaussianToy(), _fdrl_far, "< 0.2"),
+    "fdrl_far": Experiment("fig3", GaussianToy(), _fdrl_far, "< 0.1"),
     **{
         f"swissroll_{p}": Experiment("fig10", SwissRollToy(), lambda c, p=p: _swissroll(c, p),
                                      "<= prior / 4", pairing=p)

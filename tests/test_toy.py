@@ -45,6 +45,15 @@ def test_fdrl_far_records_its_training(outputs):
         assert d["snapshots"].shape == (2, 32, 2) and d["mean_trajectory"].shape == (12, 2)
 
 
+def test_fdrl_far_decays_its_lr(outputs, tmp_path):
+    # Fig. 3's run settles by decaying its lr (80% and 90% of T at paper scale): a decay from the
+    # first step on changes where the particles end.
+    assert EXPERIMENTS["fdrl_far"].defaults.fdrl_lr_milestones == (800, 900)
+    run_toy("fdrl_far", tmp_path, [*TINY_GAUSSIANS, "fdrl_lr_milestones=[1]"])
+    with np.load(tmp_path / "samples.npz") as a, np.load(outputs / "fdrl_far" / "samples.npz") as b:
+        assert np.array_equal(a["prior"], b["prior"]) and not np.array_equal(a["x"], b["x"])
+
+
 def test_runs_are_reproducible(outputs, tmp_path):
     run_toy("stale_near", tmp_path, TINY_GAUSSIANS)
     with np.load(tmp_path / "samples.npz") as a, np.load(outputs / "stale_near" / "samples.npz") as b:
