@@ -77,28 +77,44 @@ class Precision:
 FP32 = Precision()
 
 
-def _seconds_per_flow_step(precision: Precision, net: nn.Module, x: Tensor, repeats: int) -> float:
-    """The best of `repeats` timings of one flow step's work: forward and input gradient."""
-    net = precision.prepare(net)
-    best = float("inf")
-    for _ in range(repeats + 1):  # the first call warms up kernels and caches
-        z = x.detach().requires_grad_(True)
-        start = time.perf_counter()
-        torch.autograd.grad(precision.forward(net, z).sum(), z)
-        if x.device.type == "cuda":
-            torch.cuda.synchronize(x.device)
-        best = min(best, time.perf_counter() - start)
-    return best
+def _seconds_per_flow_step(precision: Precision, net: nn.Module, x: Tensor) -> float:
+    """One timing of one flow step's work: the network's forward and its input gradient."""
+    z = x.detach().requires_grad_(True)
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+    start = time.perf_counter()
+    torch.autograd.grad(precision.forward(net, z).sum(), z)
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+    return time.perf_counter() - start
 
 
 def fastest(net: nn.Module, shape: tuple[int, ...], device: torch.device, channels_last: bool,
-            repeats: int = 3) -> tuple[Precision, dict[str, float]]:
-    """The precision whose flow step is fastest for `net` on a batch of `shape` on `device`,
-    and each one's seconds. Times a copy of `net` (a forward in train mode updates spectral
-    norm's vectors) on inputs of a private generator: the run's own state and random streams
-    are left as they were."""
-    x = torch.rand(shape, generator=torch.Generator().manual_seed(0)).mul(2).sub(1).to(device)
-    seconds = {dtype: _seconds_per_flow_step(Precision(dtype, channels_last), copy.deepcopy(net), x,
-                                             repeats) for dtype in PRECISIONS}
-    return Precision(min(seconds, key=seconds.get), channels_last), seconds
+            rounds: int = 30, budget: float = 2.0, margin: float = 1.1
+            ) -> tuple[Precision, dict[str, float]]:
+    """The precision to run `net` in on `device`, for batches of `shape`, and the seconds of one
+    flow step in each (the best of its timings).
 
+    The precisions are timed in turns, so that a busy spell of the machine slows both alike,
+    for `rounds` rounds or until `budget` seconds have passed (three rounds at least) after a
+    round that warms up kernels and caches. bf16 is taken only when it is more than `margin`
+    times as fast as fp32, the reference arithmetic: a near tie goes to fp32, so two runs on one
+    machine do not part ways over timing noise. Times a copy of `net` (a forward in train mode
+    updates spectral norm's vectors) on inputs of a private generator: the run's own state and
+    random streams are left as they were.
+    """
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0)).mul(2).sub(1).to(device)
+    nets = {dtype: Precision(dtype, channels_last) for dtype in PRECISIONS}
+    nets = {dtype: (p, p.prepare(copy.deepcopy(net))) for dtype, p in nets.items()}
+    seconds = dict.fromkeys(nets, float("inf"))
+    start = time.perf_counter()
+    for r in range(rounds + 1):
+        for dtype, (precision, copied) in nets.items():
+            took = _seconds_per_flow_step(precision, copied, x)
+            seconds[dtype] = min(seconds[dtype], took) if r > 0 else seconds[dtype]
+        if r == 0:
+            start = time.perf_counter()
+        elif r >= 3 and time.perf_counter() - start > budget:
+            break
+    chosen = "bf16" if seconds["fp32"] > margin * seconds["bf16"] else "fp32"
+    return nets[chosen][0], seconds
