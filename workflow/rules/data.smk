@@ -14,6 +14,8 @@ rule shard:
     conda:
         "../envs/fdrl.yaml"
     threads: job_threads("shard")
+    # Training waits for the data; see rule train.
+    priority: 2
     resources:
         **job_resources("shard"),
     shell:
@@ -31,6 +33,8 @@ rule fit_prior:
     conda:
         "../envs/fdrl.yaml"
     threads: job_threads("fit_prior")
+    # Training waits for the data; see rule train.
+    priority: 2
     resources:
         # The float64 d x d accumulator, its Cholesky factor and the float32 copy written out.
         **job_resources("fit_prior", mem_mb=lambda wildcards: prior_memory_mb(wildcards.dataset)),

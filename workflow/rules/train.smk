@@ -17,6 +17,9 @@ rule train:
     conda:
         "../envs/fdrl.yaml"
     threads: job_threads("train")
+    # Training jobs are the longest: started first (after the data they need), they leave the
+    # short jobs to fill the cores beside them, rather than one of them running alone at the end.
+    priority: 1
     resources:
         # One process that sees all the job's GPUs and starts torchrun itself: without
         # tasks_per_gpu=0 the SLURM plugin would run the command once per GPU.
