@@ -15,8 +15,8 @@ PRIORS = ("data", "uniform", "source")
 
 # The arithmetic of the network's forward passes (fdrl.precision): float32, or bf16 autocast.
 PRECISIONS = ("fp32", "bf16")
-# What a run or `fdrl sample` may ask for: one of those, or `auto`, the faster of them as measured
-# on the device at hand (fdrl.precision.fastest).
+# What a training run may ask for: one of those, or `auto`, the faster of them as measured on the
+# device when the run starts (fdrl.precision.fastest). A trained run records the one it used.
 PRECISION_SETTINGS = (*PRECISIONS, "auto")
 
 # The 2-D experiments: the Gaussians of Sec. 3.1 (Figs. 2, 3), the swiss roll per pairing (Fig. 10).
