@@ -109,8 +109,8 @@ class Trainer:
         self.step = 0
 
     def _precision(self) -> Precision:
-        """The config's precision; `auto` takes the faster on this device, as rank 0 measures
-        one flow step of the run's network at this rank's batch (one choice for all ranks)."""
+        """The config's precision; `auto` times one flow step of the run's network at this rank's
+        batch on this device (`fastest`), and every rank takes rank 0's choice."""
         if self.cfg.precision != "auto":
             return run_precision(self.cfg)
         chosen, seconds = fastest(self.model, (self.cfg.batch // self.d.world_size, *self.shape),
