@@ -3,8 +3,10 @@
 
 A chunk holds `images` (uint8 NHWC), `seeds` (int64, the seed of each image) and `run_info`, a
 JSON string naming the run, its training set, prior, pairing, step counts and config hash, which
-FID results and Table 1 carry on. The chunks of one FID or figure come from one run and one
-flow length, and no seed occurs twice among them.
+FID results and Table 1 carry on. Chunks of class-conditional samples and of translated images
+also hold `labels` (int64): the class each image was conditioned on, or its source image's
+label. The chunks of one FID or figure come from one run and one flow length, and no seed
+occurs twice among them.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from fdrl.io import atomic_path
 Paths = list[str | os.PathLike]
 
 
-def write_chunk(out: str | os.PathLike, images: np.ndarray, seeds: np.ndarray, run_info: dict) -> None:
-    """Writes one chunk atomically."""
+def write_chunk(out: str | os.PathLike, images: np.ndarray, seeds: np.ndarray, run_info: dict,
+                labels: np.ndarray | None = None) -> None:
+    """Writes one chunk atomically (`labels`, one per image, where the images have them)."""
+    extra = {} if labels is None else {"labels": np.asarray(labels, dtype=np.int64)}
     with atomic_path(out) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no suffix
-        np.savez(f, images=images, seeds=seeds, run_info=np.array(json.dumps(run_info)))
+        np.savez(f, images=images, seeds=seeds, run_info=np.array(json.dumps(run_info)), **extra)
 
 
 def _npy_header(z: zipfile.ZipFile, name: str) -> tuple[tuple, np.dtype]:
@@ -92,6 +96,21 @@ def read_chunks(paths: Paths) -> tuple[np.ndarray, np.ndarray, dict | None]:
             images.append(chunk["images"])
             seeds.append(chunk["seeds"])
     return np.concatenate(images), np.concatenate(seeds), info
+
+
+def read_labels(paths: Paths) -> np.ndarray | None:
+    """The labels of the chunks, concatenated in the order given; None if no chunk has labels
+    (unconditional samples), an error if only some have."""
+    labels = []
+    for path in paths:
+        with np.load(path, allow_pickle=False) as chunk:
+            labels.append(chunk["labels"] if "labels" in chunk else None)
+    if all(part is None for part in labels):
+        return None
+    if any(part is None for part in labels):
+        raise FdrlError("some of the sample chunks hold labels and some do not: give the chunks "
+                        "of one `fdrl sample` or `fdrl translate` setting")
+    return np.concatenate(labels)
 
 
 def chunk_batches(paths: Paths, rank: int, world_size: int, batch: int) -> Iterator[Tensor]:

@@ -164,6 +164,21 @@ def index_shard(path: Path) -> list[tuple[int, int, int]]:
     return entries
 
 
+def shard_labels(folder: str | os.PathLike) -> np.ndarray:
+    """The label (`.cls`) of every image of a shard folder, in the images' order (int64)."""
+    labels = {}
+    for path in load_manifest(folder).paths:
+        try:
+            with tarfile.open(path) as tar:
+                for member in tar:
+                    if member.name.endswith(".cls"):
+                        labels[int(member.name[:-4])] = int(tar.extractfile(member).read())
+        except (tarfile.TarError, OSError, ValueError) as err:
+            raise FdrlError(f"shard {path} is corrupt or truncated ({err}); rewrite it with "
+                            "`fdrl shard`") from None
+    return np.array([labels[key] for key in sorted(labels)], dtype=np.int64)
+
+
 class ShardStore:
     """Images read by random access into the shards of a folder (tar headers indexed once)."""
 

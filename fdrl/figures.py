@@ -1,8 +1,9 @@
 """The paper's figures as PNG files, drawn from the files the experiments wrote.
 
-The 2-D figures (2, 3, 10) read `fdrl toy`'s samples; Fig. 11 reads priors; Fig. 4 reads sample
-chunks and Fig. 5 FID results; Figs. 8 and 9 flow a trained run's prior samples themselves (a few
-images), and Fig. 12 searches the training shards for each sample's nearest images.
+The 2-D figures (2, 3, 10) read `fdrl toy`'s samples; Fig. 11 reads priors; Figs. 4 and 6 read
+sample chunks, Fig. 5 FID results and Fig. 6's trade-off `fdrl classify` results; Figs. 7, 8 and
+9 flow a few images of a trained run themselves, and Fig. 12 searches the training shards for
+each sample's nearest images.
 """
 
 from __future__ import annotations
@@ -203,6 +204,93 @@ def fig5(inputs: list[str], out: str) -> None:
     _save(fig, out)
 
 
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                   "truck")
+
+
+def fig6(inputs: list[str], out: str, per_row: int = 10) -> None:
+    """Fig. 6: class-conditional samples (Eq. 31), one labelled row per class, the first
+    `per_row` seeds of each (fewer where a class has fewer)."""
+    from fdrl.chunks import read_chunks, read_labels
+
+    plt = _pyplot()
+    images, seeds, info = read_chunks(inputs)
+    labels = read_labels(inputs)
+    if labels is None or not (info or {}).get("guidance"):
+        raise FdrlError("fig6 takes the chunks of class-conditional samples (`fdrl sample --guide`)")
+    order = np.argsort(seeds, kind="stable")
+    images, labels = images[order], labels[order]
+    classes = sorted(set(labels.tolist()))
+    names = CIFAR10_CLASSES if images.shape[-1] == 3 else [str(n) for n in range(10)]
+    per_row = min(per_row, *(int((labels == n).sum()) for n in classes))
+    rows = [images[labels == n][:per_row] for n in classes]
+    fig, ax = plt.subplots(figsize=(1.0 * per_row + 1, 1.0 * len(classes) + 0.8))
+    _grid(ax, np.concatenate(rows), per_row)
+    height = images.shape[1] + 1
+    for i, n in enumerate(classes):
+        ax.text(-2, i * height + height / 2, names[n], ha="right", va="center", fontsize=9)
+    g = info["guidance"]
+    ax.set_title(f"class-conditional samples: guide {Path(g['path']).name}, phi = {g['phi']:g}, "
+                 f"step factor c = {g['step_factor']:g}\n" + _run_title(info), fontsize=9)
+    _save(fig, out)
+
+
+def fig6_tradeoff(inputs: list[str], out: str) -> None:
+    """Fig. 6's trade-off: over phi (one line per step factor c), the mean fraction of
+    conditional samples assigned to their class, and their mean per-class classifier FID as a
+    multiple of the unguided samples' (`fdrl classify` results: the unguided one and the
+    guided settings)."""
+    from fdrl.tables import class_conditional
+
+    plt = _pyplot()
+    rows = [r for r in class_conditional(inputs) if r["class"] == "mean"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for (guide, c) in sorted({(r["guide"], r["step_factor"]) for r in rows}):
+        line = sorted((float(r["phi"]), float(r["accuracy"]), float(r["fid_ratio"] or "nan"))
+                      for r in rows if (r["guide"], r["step_factor"]) == (guide, c))
+        label = f"{guide} guide, c = {c:g}"
+        left.plot([p[0] for p in line], [p[1] for p in line], "o-", label=label)
+        right.plot([p[0] for p in line], [p[2] for p in line], "o-", label=label)
+    left.axhline(0.9, c="k", ls="--", lw=1, label="bar: 90%")
+    right.axhline(2.5, c="k", ls="--", lw=1, label="bar: 2.5x")
+    for ax, y in ((left, "mean accuracy on the conditioned class"),
+                  (right, "per-class FID / unguided per-class FID")):
+        ax.set_xscale("log")
+        ax.set_xlabel("phi")
+        ax.set_ylabel(y, fontsize=8)
+        ax.legend(fontsize=7)
+    fig.suptitle("class guidance: accuracy against naturalness, over phi and the step factor",
+                 fontsize=9)
+    _save(fig, out)
+
+
+def fig7(inputs: list[str], out: str, device: str | None = None, rows: int = 8,
+         columns: int = 9) -> None:
+    """Fig. 7: image-to-image translation, one test source image per row (left) and frames of
+    its flow into the target domain. Inputs: a run trained with `prior: source`, then the
+    source shard folder (e.g. cat2dog_testA)."""
+    from fdrl.distributed import pick_device
+    from fdrl.sampling import Sampler
+    from fdrl.translation import Translator
+
+    plt = _pyplot()
+    if len(inputs) != 2:
+        raise FdrlError("fig7 takes a run folder (trained with `prior: source`) and the source "
+                        "shard folder")
+    translator = Translator(Sampler.load(inputs[0], pick_device(device)), inputs[1])
+    steps = translator.sampler.params.steps
+    every = max(1, -(-steps // (columns - 1)))
+    frames = translator.process(list(range(rows)), every)
+    images = np.stack([to_uint8(f) for f in frames], axis=1)
+    fig, ax = plt.subplots(figsize=(1.1 * len(frames), 1.2 * rows))
+    shown = [0, *range(every, steps, every), steps][:len(frames)]
+    _grid(ax, images.reshape(-1, *images.shape[2:]), len(frames),
+          f"translation of {translator.info['translation']['source_dataset']} images 0-{rows - 1}: "
+          f"flow steps {', '.join(map(str, shown))} (left: source)\n"
+          + _run_title(translator.sampler.run_info))
+    _save(fig, out)
+
+
 def _sampler(inputs: list[str], name: str, device: str | None):
     from fdrl.distributed import pick_device
     from fdrl.sampling import Sampler
@@ -291,6 +379,7 @@ def fig12(inputs: list[str], out: str, backend: str | None = None, weights: str 
 
 
 FIGURES: dict[str, Callable[..., None]] = {
-    "fig2": fig2, "fig3": fig3, "fig4": fig4, "fig5": fig5, "fig8": fig8, "fig9": fig9,
-    "fig10": fig10, "fig11": fig11, "fig12": fig12,
+    "fig2": fig2, "fig3": fig3, "fig4": fig4, "fig5": fig5, "fig6": fig6,
+    "fig6_tradeoff": fig6_tradeoff, "fig7": fig7, "fig8": fig8, "fig9": fig9, "fig10": fig10,
+    "fig11": fig11, "fig12": fig12,
 }

@@ -40,17 +40,29 @@ class FlowParams:
     nu: float
 
 
+STEP_FACTORS = (1.0, 2.0)
+"""The step factors c of the class-conditional flow: 1 (Eq. 9, the released code), 2 (Eq. 31)."""
+
+
 @dataclass(frozen=True)
 class ClassGuidance:
     """Class-conditional composition with a classifier (Eq. 31, Appendix E).
 
     `classifier` maps x to logits over N classes; `labels` holds the target class of each
-    sample; `phi` scales the classifier's gradient (0.1 in the paper).
+    sample; `phi` scales the classifier's gradient (0.1 in the paper). `step_factor` is the c of
+
+        x_{k+1} = x_k - c eta grad_x (log r_theta(x_k) - phi log p(y = n | x_k)) + nu xi_k
+
+    Eq. 31 as printed has c = 2. Eq. 9 with KL's f'(r) = log r + 1 gives c = 1 (the gradient of
+    f' is that of log r), and so do the authors' released class-conditional sampler, which made
+    Fig. 6: c = 1 is the default; the composed model is then exactly the flow of Eq. 9 on the
+    ratio r_theta(x) / p(y = n | x)^phi.
     """
 
     classifier: Callable[[Tensor], Tensor]
     labels: Tensor
     phi: float = 0.1
+    step_factor: float = 1.0
 
 
 def ratio_potential(net: nn.Module, divergence: Divergence, precision: Precision = FP32) -> Potential:
@@ -60,14 +72,22 @@ def ratio_potential(net: nn.Module, divergence: Divergence, precision: Precision
 
 def conditional_potential(net: nn.Module, guidance: ClassGuidance,
                           precision: Precision = FP32) -> Potential:
-    """2 (log r_theta(x) - phi log p(y = n | x)) for an LR-KL model (Eq. 31)."""
+    """c (log r_theta(x) - phi log p(y = n | x)) for an LR-KL model, whose output is log r (Eq. 31)."""
 
     def potential(x: Tensor) -> Tensor:
         log_p = F.log_softmax(precision.forward(guidance.classifier, x), dim=1)
         log_p_y = log_p.gather(1, guidance.labels.view(-1, 1)).squeeze(1)
-        return 2 * (precision.forward(net, x) - guidance.phi * log_p_y)  # Eq. 31
+        return guidance.step_factor * (precision.forward(net, x) - guidance.phi * log_p_y)  # Eq. 31
 
     return potential
+
+
+def require_log_ratio(divergence: Divergence) -> None:
+    """Eq. 31 composes log r_theta with log p(y | x): only an LR-KL model outputs log r and
+    flows along grad log r."""
+    if divergence.name != "kl":
+        raise FdrlError(f"class-conditional flow (Eq. 31) needs an LR-KL model, whose output is "
+                        f"log r, not one trained for {divergence.name!r}")
 
 
 def trajectory(potential: Potential, x0: Tensor, params: FlowParams, noise: Noise) -> Iterator[Tensor]:
@@ -119,11 +139,8 @@ def flow(
     """
     if guidance is None:
         potential = ratio_potential(net, divergence, precision)
-    elif divergence.name != "kl":
-        raise FdrlError(
-            f"class-conditional flow (Eq. 31) needs an LR-KL model, not {divergence.name!r}"
-        )
     else:
+        require_log_ratio(divergence)
         potential = conditional_potential(net, guidance, precision)
     x = x0.detach()
     with frozen(net, guidance.classifier if guidance else None):

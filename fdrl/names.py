@@ -25,10 +25,11 @@ SWISSROLL_TOYS = tuple(f"swissroll_{pairing}" for pairing in PAIRINGS)
 TOYS = GAUSSIAN_TOYS + SWISSROLL_TOYS
 
 # Tables `fdrl table` writes; the code tables need no input file.
-TABLES = ("table1", "table2", "table3", "toy")
+TABLES = ("table1", "table2", "table3", "table4", "toy", "class_conditional")
 CODE_TABLES = ("table2", "table3")
 
-FIGURES = ("fig2", "fig3", "fig4", "fig5", "fig8", "fig9", "fig10", "fig11", "fig12")
+FIGURES = ("fig2", "fig3", "fig4", "fig5", "fig6", "fig6_tradeoff", "fig7", "fig8", "fig9",
+           "fig10", "fig11", "fig12")
 
 # Feature spaces of `fdrl fid`: the authors' protocol (torchvision's ImageNet Inception through
 # pytorch-fid), the two TF-FID Inceptions of pytorch-fid and clean-fid, and the demo's classifier.

@@ -65,9 +65,11 @@ class Precision:
         return net.to(memory_format=torch.channels_last) if self.channels_last else net
 
     def forward(self, net: nn.Module, x: Tensor) -> Tensor:
-        """`net(x)` in this precision and layout, as float32."""
+        """`net(x)` in this precision and layout, as float32 (float64 stays float64: tests and
+        finite differences run the math in float64)."""
         with self.autocast(x.device):
-            return net(self.layout(x)).float()
+            out = net(self.layout(x))
+        return out if out.dtype == torch.float64 else out.float()
 
     def describe(self) -> dict:
         """What results record of how they were computed."""

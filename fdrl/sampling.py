@@ -7,6 +7,11 @@ another order for another batch shape). Images are flowed K + kappa steps (Sec. 
 [-1, 1], and written as a sample chunk (`fdrl.chunks`): uint8 NHWC images, their seeds, and the
 run info that FID results and Table 1 carry on. The network runs in the run's precision and
 layout (`fdrl.precision`) unless the caller names others; the run info records which.
+
+With a guide classifier (`fdrl.guides`) the flow is class-conditional (Eq. 31): seed i is
+conditioned on class `classes[i % len(classes)]`, and the chunk stores that label with each
+image. `write_generated` is the one place images of seeds are made over ranks and written,
+for samples and for translations (`fdrl.translation`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -25,7 +31,9 @@ from fdrl.chunks import write_chunk
 from fdrl.config import build_model, build_prior, config_hash, make_config, run_precision
 from fdrl.divergences import Divergence, pairing
 from fdrl.errors import FdrlError
-from fdrl.flow import FlowParams, flow, frozen, ratio_potential, trajectory
+from fdrl.flow import (STEP_FACTORS, ClassGuidance, FlowParams, flow, frozen, ratio_potential,
+                       require_log_ratio, trajectory)
+from fdrl.guides import Guide, load_guide
 from fdrl.images import to_uint8
 from fdrl.noise import InterpolationNoise, Noise, PerSampleNoise
 from fdrl.precision import Precision
@@ -33,17 +41,23 @@ from fdrl.priors import Prior
 from fdrl.progress import progress
 
 
-def parse_seeds(text: str) -> list[int]:
-    """`0-999`, `5`, `0-9,20,30-32` as a list of seeds (ranges inclusive)."""
+def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
+    """`0-999`, `5`, `0-9,20,30-32` as a list of seeds (ranges inclusive); `option` names the
+    option in errors (seeds, classes and image indices are written alike)."""
     seeds = []
     try:
         for part in text.split(","):
             lo, sep, hi = part.strip().partition("-")
+            if sep and int(hi) < int(lo):
+                raise FdrlError(f"{option} {text!r}: the range {part.strip()} runs backwards; "
+                                f"write it {hi}-{lo}")
             seeds += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
     except ValueError:
-        raise FdrlError(f"--seeds takes ranges and numbers like 0-999 or 0-9,20; not {text!r}") from None
+        raise FdrlError(f"{option} takes ranges and numbers like 0-999 or 0-9,20; not {text!r}") from None
     if not seeds or min(seeds) < 0:
-        raise FdrlError(f"--seeds {text!r} names no non-negative seed")
+        raise FdrlError(f"{option} {text!r} names no non-negative number")
+    if len(set(seeds)) != len(seeds):
+        raise FdrlError(f"{option} {text!r} names a number twice")
     return seeds
 
 
@@ -88,25 +102,32 @@ class Sampler:
         noise = PerSampleNoise(seeds, self.device)
         return self.prior.sample(len(seeds), noise), noise
 
-    def _flow(self, n: int, noise: Noise) -> Tensor:
-        x0 = self.prior.sample(n, noise)
-        return flow(self.model, x0, self.divergence, self.params, noise,
+    def flow_from(self, x0: Tensor, noise: Noise, guidance: ClassGuidance | None = None) -> Tensor:
+        """Algorithm 2 from the given x_0: K + kappa steps, clamped to [-1, 1]."""
+        return flow(self.model, x0, self.divergence, self.params, noise, guidance,
                     precision=self.precision).clamp(-1, 1)
 
-    def generate(self, seeds: list[int]) -> Tensor:
-        """Algorithm 2 for these seeds: images in [-1, 1], (N, C, H, W)."""
-        return self._flow(len(seeds), PerSampleNoise(seeds, self.device))
+    def generate(self, seeds: list[int], guidance: ClassGuidance | None = None) -> Tensor:
+        """Algorithm 2 for these seeds: images in [-1, 1], (N, C, H, W); with `guidance`, the
+        flow of Eq. 31 towards its labels."""
+        x0, noise = self.prior_samples(seeds)
+        return self.flow_from(x0, noise, guidance)
 
     def interpolate(self, seed_a: int, seed_b: int, points: int) -> Tensor:
         """Images along the spherical path in prior space from seed a's sample to seed b's (Fig.
         9): the prior draw and the flow noise are interpolated alike (`InterpolationNoise`), so
         the ends are exactly the images `generate` makes for the two seeds."""
         t = torch.linspace(0, 1, points)
-        return self._flow(points, InterpolationNoise(seed_a, seed_b, t, self.device))
+        noise = InterpolationNoise(seed_a, seed_b, t, self.device)
+        return self.flow_from(self.prior.sample(points, noise), noise)
 
-    def process(self, seeds: list[int], every: int) -> list[Tensor]:
-        """x_0 and every `every`-th flow step up to K + kappa (Fig. 8), clamped for display."""
-        x0, noise = self.prior_samples(seeds)
+    def process(self, seeds: list[int], every: int, x0: Tensor | None = None) -> list[Tensor]:
+        """x_0 (the seeds' prior samples, or the given images) and every `every`-th flow step up
+        to K + kappa (Figs. 7, 8), clamped for display."""
+        if x0 is None:
+            x0, noise = self.prior_samples(seeds)
+        else:
+            noise = PerSampleNoise(seeds, self.device)
         frames = [x0]
         with frozen(self.model):
             potential = ratio_potential(self.model, self.divergence, self.precision)
@@ -115,21 +136,32 @@ class Sampler:
                     frames.append(x.clamp(-1, 1))
         return frames
 
+    def guidance(self, guide: Guide, seeds: list[int], classes: list[int], phi: float,
+                 step_factor: float) -> ClassGuidance:
+        """Eq. 31's guidance of these seeds: seed i towards class classes[i % len(classes)]."""
+        labels = torch.as_tensor(class_labels(seeds, classes), device=self.device)
+        return ClassGuidance(guide.net, labels, phi, step_factor)
 
-def sample(run: str | os.PathLike, seeds: list[int], out: str | os.PathLike, batch: int = 256,
-           steps: int | None = None, device: str | None = None, precision: str | None = None,
-           channels_last: bool | None = None) -> None:
-    """Generates the images of `seeds` into the chunk `out`; under torchrun ranks split the seeds.
-    `precision` / `channels_last` None: the run's own."""
-    d = distributed.init(device)
-    sampler = Sampler.load(run, d.device, steps, precision, channels_last)
+
+def class_labels(seeds, classes: list[int]) -> np.ndarray:
+    """The class each seed is conditioned on: classes[seed % len(classes)]."""
+    return np.asarray(classes, dtype=np.int64)[np.asarray(seeds, dtype=np.int64) % len(classes)]
+
+
+def write_generated(d: distributed.Dist, out: str | os.PathLike, seeds: list[int],
+                    make: Callable[[list[int]], Tensor], batch: int, run_info: dict,
+                    shape: tuple[int, int, int], labels: Callable[[np.ndarray], np.ndarray] | None,
+                    desc: str) -> None:
+    """Images `make(seeds)` (in [-1, 1]) in batches, the seeds split over ranks; rank 0 writes
+    them, ordered by seed, as one chunk, with `labels(seeds)` if given."""
     mine = seeds[d.rank::d.world_size]
     images = []
-    with progress(len(mine), f"sample {sampler.run_info['run']}", "img", d.is_main) as bar:
+    with progress(len(mine), desc, "img", d.is_main) as bar:
         for i in range(0, len(mine), batch):
-            images.append(to_uint8(sampler.generate(mine[i:i + batch])))
+            images.append(to_uint8(make(mine[i:i + batch])))
             bar.update(len(images[-1]))
-    local = np.concatenate(images) if images else np.zeros((0, *_nhwc(sampler)), np.uint8)
+    c, h, w = shape
+    local = np.concatenate(images) if images else np.zeros((0, h, w, c), np.uint8)
     parts = [(mine, local)]
     if d.world_size > 1:
         parts = [None] * d.world_size
@@ -138,10 +170,45 @@ def sample(run: str | os.PathLike, seeds: list[int], out: str | os.PathLike, bat
         all_seeds = np.concatenate([np.asarray(s, dtype=np.int64) for s, _ in parts])
         order = np.argsort(all_seeds, kind="stable")
         all_images = np.concatenate([im for _, im in parts])
-        write_chunk(out, all_images[order], all_seeds[order], sampler.run_info)
+        write_chunk(out, all_images[order], all_seeds[order], run_info,
+                    None if labels is None else labels(all_seeds[order]))
     distributed.barrier()
 
 
-def _nhwc(sampler: Sampler) -> tuple[int, int, int]:
-    c, h, w = sampler.prior.shape
-    return h, w, c
+def sample(run: str | os.PathLike, seeds: list[int], out: str | os.PathLike, batch: int = 256,
+           steps: int | None = None, device: str | None = None, precision: str | None = None,
+           channels_last: bool | None = None, guide: str | os.PathLike | None = None,
+           classes: list[int] | None = None, phi: float = 0.1, step_factor: float = 1.0) -> None:
+    """Generates the images of `seeds` into the chunk `out`; under torchrun ranks split the seeds.
+    `precision` / `channels_last` None: the run's own. With `guide`, class-conditional (Eq. 31)
+    towards `classes` (default: all of the guide's), with `phi` and `step_factor`."""
+    d = distributed.init(device)
+    sampler = Sampler.load(run, d.device, steps, precision, channels_last)
+    info, make, labels = sampler.run_info, sampler.generate, None
+    if guide is not None:
+        g = load_guide(guide, d.device)
+        classes = list(range(g.num_classes)) if classes is None else classes
+        info = {**info, "guidance": _check_guidance(sampler, g, classes, phi, step_factor)}
+
+        def make(seeds: list[int]) -> Tensor:
+            return sampler.generate(seeds, sampler.guidance(g, seeds, classes, phi, step_factor))
+
+        def labels(seeds: np.ndarray) -> np.ndarray:
+            return class_labels(seeds, classes)
+
+    write_generated(d, out, seeds, make, batch, info, sampler.prior.shape, labels,
+                    f"sample {info['run']}")
+
+
+def _check_guidance(sampler: Sampler, guide: Guide, classes: list[int], phi: float,
+                    step_factor: float) -> dict:
+    """Refuses a guide, classes or settings the run cannot use; returns what the chunk records."""
+    require_log_ratio(sampler.divergence)
+    if guide.image_shape != sampler.prior.shape:
+        raise FdrlError(f"the guide {guide.info['path']} takes images of shape {guide.image_shape}, "
+                        f"the run {sampler.run_info['run']} makes {sampler.prior.shape}")
+    guide.check_labels(classes)
+    if not phi >= 0 or step_factor not in STEP_FACTORS:
+        raise FdrlError(f"--phi must be non-negative and --step-factor one of "
+                        f"{', '.join(f'{c:g}' for c in STEP_FACTORS)}; got {phi} and {step_factor}")
+    return {**guide.info, "phi": phi, "step_factor": step_factor, "classes": classes}

@@ -114,13 +114,15 @@ def test_class_conditional_step_matches_eq_31():
     labels = torch.tensor([0, 1, 2, 0])
     x0 = torch.randn(4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     eta, phi = 0.2, 0.1
-    x1 = flow(net, x0, DIVERGENCES["kl"], FlowParams(1, eta, 0.0), GeneratorNoise(0),
-              guidance=ClassGuidance(classifier, labels, phi))
     # grad_x log softmax(Wx)_y = W_y - sum_c p_c W_c
     p = torch.softmax(x0 @ W.T, dim=1)
     grad_log_p = W[labels] - p @ W
-    expected = x0 - 2 * eta * (2 * net.a.detach() * x0 - phi * grad_log_p)
-    torch.testing.assert_close(x1, expected)
+    for factor in (1.0, 2.0):  # c = 1: Eq. 9 and the released code (the default); 2: Eq. 31 as printed
+        x1 = flow(net, x0, DIVERGENCES["kl"], FlowParams(1, eta, 0.0), GeneratorNoise(0),
+                  guidance=ClassGuidance(classifier, labels, phi, factor))
+        expected = x0 - factor * eta * (2 * net.a.detach() * x0 - phi * grad_log_p)
+        torch.testing.assert_close(x1, expected)
+    assert ClassGuidance(classifier, labels).step_factor == 1.0
 
 
 def test_class_conditional_flow_needs_lr_kl():

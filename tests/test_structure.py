@@ -19,10 +19,11 @@ LAYERS = {
     "utilities": ("errors", "io", "names", "noise", "distributed", "moments", "precision",
                   "progress"),
     "formats and readers": ("datasets", "data", "chunks", "images", "checkpoint"),
-    "the paper's concepts": ("losses", "divergences", "flow", "priors", "nets", "ema", "step"),
+    "the paper's concepts": ("losses", "divergences", "flow", "priors", "nets", "robust_resnet",
+                             "ema", "step"),
     "configuration": ("config",),
-    "stages": ("shards", "prior_fit", "train", "sampling", "features", "classifier", "fid",
-               "tables", "figures", "toy"),
+    "stages": ("shards", "prior_fit", "train", "classifier", "guides", "sampling", "translation",
+               "features", "fid", "class_metrics", "tables", "figures", "toy"),
     "entry points": ("launch", "profiles", "cli", "__main__", "__init__"),
 }
 RANK = {module: rank for rank, modules in enumerate(LAYERS.values()) for module in modules}

@@ -1,9 +1,9 @@
 """The `fdrl` command: one verb per pipeline stage, each usable on its own.
 
 Each verb is a parser function beside the handler it calls, grouped by stage: `data` (shard,
-fit-prior), `runs` (train, sample, launch), `evaluation` (fid-ref, fid, fetch-weights,
-train-classifier) and `results` (table, figure, toy, profiles); the options several verbs share
-are defined once in `options`. Building the parser imports only `fdrl.names`, so `fdrl --help`
+fit-prior), `runs` (train, sample, translate, launch), `evaluation` (fid-ref, fid, classify,
+fetch-weights, train-classifier) and `results` (table, figure, toy, profiles); the options
+several verbs share are defined once in `options`. Building the parser imports only `fdrl.names`, so `fdrl --help`
 and argument errors never wait for torch; a handler imports its stage when it runs.
 """
 
@@ -14,15 +14,16 @@ import sys
 
 from fdrl import __version__
 from fdrl.cli.data import fit_prior_parser, shard_parser
-from fdrl.cli.evaluation import (fetch_weights_parser, fid_parser, fid_ref_parser,
-                                 train_classifier_parser)
+from fdrl.cli.evaluation import (classify_parser, fetch_weights_parser, fid_parser,
+                                 fid_ref_parser, train_classifier_parser)
 from fdrl.cli.results import figure_parser, profiles_parser, table_parser, toy_parser
-from fdrl.cli.runs import launch_parser, sample_parser, train_parser
+from fdrl.cli.runs import launch_parser, sample_parser, train_parser, translate_parser
 from fdrl.errors import FdrlError
 
 VERB_PARSERS = (table_parser, figure_parser, toy_parser, shard_parser, fit_prior_parser,
-                train_parser, sample_parser, fid_ref_parser, fid_parser, fetch_weights_parser,
-                train_classifier_parser, launch_parser, profiles_parser)
+                train_parser, sample_parser, translate_parser, fid_ref_parser, fid_parser,
+                classify_parser, fetch_weights_parser, train_classifier_parser, launch_parser,
+                profiles_parser)
 
 
 def parser(full_help: bool = False) -> argparse.ArgumentParser:

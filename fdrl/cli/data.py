@@ -15,8 +15,9 @@ def shard_parser(verbs) -> None:
              shared=("workers",), changes={"workers": {
                  "default": 1, "help": "processes writing shards in parallel (default: %(default)s)"}})
     p.add_argument("--dataset", required=True, metavar="NAME",
-                   help="digits, cifar10, celeba, lsun_church, cat2dog_{trainA,trainB}, or a held-out "
-                        "split: digits_test, cifar10_test, cat2dog_{testA,testB}")
+                   help="digits, digits_blur, cifar10, celeba, lsun_church, cat2dog_{trainA,trainB}, or a "
+                        "held-out split: digits_test, digits_blur_test, cifar10_test, "
+                        "cat2dog_{testA,testB}")
     p.add_argument("--data-root", required=True, type=Path, metavar="DIR",
                    help="where the dataset is staged (unused for digits)")
     p.add_argument("--shard-size", type=int, default=10_000, metavar="N",

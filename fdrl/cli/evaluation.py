@@ -1,4 +1,5 @@
-"""Verbs of the FID stage: `fid-ref`, `fid`, `fetch-weights` and `train-classifier`."""
+"""Verbs of the evaluation stage: `fid-ref`, `fid`, `classify`, `fetch-weights` and
+`train-classifier`."""
 
 from __future__ import annotations
 
@@ -61,6 +62,34 @@ def _fid(args: argparse.Namespace) -> None:
               f"images against {args.ref}) written to {args.out}")
 
 
+def classify_parser(verbs) -> None:
+    p = verb(verbs, "classify", _classify,
+             "the digits classifier's accuracy and per-class classifier FID of labelled images",
+             "Classify the images of sample chunks (conditional samples and translations carry "
+             "labels) or of a labelled shard folder with a `fdrl train-classifier` file: accuracy "
+             "against the labels and the fraction assigned to each class; with --real, each "
+             "class's classifier FID against the real images of that class. Writes JSON.",
+             out="result.json")
+    images = p.add_mutually_exclusive_group(required=True)
+    images.add_argument("--samples", nargs="+", metavar="CHUNK.npz", help="chunks of one setting")
+    images.add_argument("--shards", type=Path, metavar="SHARDS", help="a labelled shard folder")
+    p.add_argument("--classifier", required=True, type=Path, metavar="FILE",
+                   help="of `fdrl train-classifier` (the ordinary one: the measure, not a guide)")
+    p.add_argument("--real", type=Path, default=None, metavar="SHARDS",
+                   help="real images whose classes the per-class FID compares with")
+    p.add_argument("--per-class", type=int, default=None, metavar="N",
+                   help="per-class FID of the first N images of each class by seed (default: all)")
+
+
+def _classify(args: argparse.Namespace) -> None:
+    from fdrl.class_metrics import classify
+
+    r = classify(args.classifier, args.out, args.samples or (), args.shards, args.real,
+                 args.per_class)
+    accuracy = "unlabelled" if r["accuracy"] is None else f"accuracy {r['accuracy']:.4f}"
+    print(f"{r['n_images']} images, {accuracy}, written to {args.out}")
+
+
 def fetch_weights_parser(verbs) -> None:
     p = verb(verbs, "fetch-weights", _fetch_weights,
              "download the Inception weight files (on a machine with internet)",
@@ -97,11 +126,19 @@ def train_classifier_parser(verbs) -> None:
              out="classifier.pt")
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     p.add_argument("--epochs", type=int, default=30, help="default: %(default)s")
+    p.add_argument("--robust-eps", type=float, default=0.0, metavar="EPS",
+                   help="train adversarially against L2 PGD of this radius in [-1, 1] pixel units: "
+                        "a guide for class-conditional sampling (default: %(default)s, standard)")
+    p.add_argument("--pgd-steps", type=int, default=7, metavar="N",
+                   help="PGD steps per training batch (default: %(default)s)")
 
 
 def _train_classifier(args: argparse.Namespace) -> None:
     from fdrl.classifier import train_classifier
 
-    c = train_classifier(args.out, args.seed, args.epochs)
-    print(f"digits classifier: test accuracy {c['test_accuracy']:.4f} on {c['test_size']} held-out "
-          f"images ({c['train_size']} for training), written to {args.out}")
+    c = train_classifier(args.out, args.seed, args.epochs, robust_eps=args.robust_eps,
+                         pgd_steps=args.pgd_steps)
+    robust = (f", {c['robust_test_accuracy']:.4f} under L2 PGD of radius {c['robust_eps']:g}"
+              if c["robust_eps"] else "")
+    print(f"digits classifier: test accuracy {c['test_accuracy']:.4f}{robust} on {c['test_size']} "
+          f"held-out images ({c['train_size']} for training), written to {args.out}")

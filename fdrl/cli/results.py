@@ -14,8 +14,10 @@ from fdrl.errors import FdrlError
 def table_parser(verbs) -> None:
     p = verb(verbs, "table", _table, "write one of the paper's tables as CSV",
              "Write a table as CSV: table1 from the FID results of `fdrl fid` (plus the paper's "
-             "cited rows), table2 and table3 from the code, toy from the metrics.json files of "
-             "`fdrl toy`.", out="FILE.csv")
+             "cited rows), table2 and table3 from the code, table4 from the FID results of "
+             "translated and untranslated images (and `fdrl classify` results), toy from the "
+             "metrics.json files of `fdrl toy`, class_conditional from `fdrl classify` results "
+             "of unguided and class-conditional samples.", out="FILE.csv")
     p.add_argument("name", choices=names.TABLES, help="which table")
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="files the table is built from")
 
@@ -30,13 +32,15 @@ def figure_parser(verbs) -> None:
     p = verb(verbs, "figure", _figure, "draw one of the paper's figures",
              "Draw a figure from the files its experiments wrote. Inputs: fig2, fig3, fig10: "
              "`fdrl toy` samples.npz files, in panel order; fig11: prior.pt files; fig4: sample "
-             "chunks of one run; fig5: FID results of one run at several flow lengths; fig8, "
-             "fig9: a trained run folder; fig12: a sample chunk and the training shard folder "
-             "(with --backend).", out="FILE.png",
+             "chunks of one run; fig5: FID results of one run at several flow lengths; fig6: "
+             "class-conditional chunks; fig6_tradeoff: `fdrl classify` results (unguided and "
+             "guided); fig7: a run trained with a source prior and the source shard folder; "
+             "fig8, fig9: a trained run folder; fig12: a sample chunk and the training shard "
+             "folder (with --backend).", out="FILE.png",
              shared=("backend", "weights", "device"), changes={
                  "backend": {"required": False, "help": "fig12: the feature space of its panel (a)"},
                  "weights": {"help": "fig12: the backend's weights (as fdrl fid)"},
-                 "device": {"help": "fig8, fig9, fig12: default cuda if available"}})
+                 "device": {"help": "fig7, fig8, fig9, fig12: default cuda if available"}})
     p.add_argument("name", choices=names.FIGURES, help="which figure")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="the files it is drawn from")
 

@@ -1,4 +1,4 @@
-"""Verbs that train and generate (`train`, `sample`) and that run any verb on several
+"""Verbs that train and generate (`train`, `sample`, `translate`) and that run any verb on several
 processes (`launch`)."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from fdrl.cli.options import verb
+from fdrl.errors import FdrlError
 
 
 def train_parser(verbs) -> None:
@@ -52,13 +53,58 @@ def sample_parser(verbs) -> None:
     p.add_argument("--seeds", required=True, metavar="SEEDS", help="e.g. 0-999 or 0-9,20")
     p.add_argument("--steps", type=int, default=None, metavar="K+kappa",
                    help="flow steps (default: the run's sample_steps)")
+    g = p.add_argument_group("class-conditional sampling (Eq. 31; LR-KL runs)")
+    g.add_argument("--guide", type=Path, default=None, metavar="CLASSIFIER",
+                   help="a robust classifier: `fdrl train-classifier --robust-eps` (digits) or "
+                        "the robustness library's cifar_l2_1_0.pt (CIFAR10)")
+    g.add_argument("--classes", default=None, metavar="CLASSES",
+                   help="seed i is conditioned on the (i mod n)-th of these, e.g. 0-9 or 3 "
+                        "(default: all of the guide's)")
+    g.add_argument("--phi", type=float, default=0.1, help="weight of log p(y | x) (default: %(default)s)")
+    g.add_argument("--step-factor", type=float, default=1.0, choices=(1.0, 2.0),
+                   help="c in x - c eta grad(log r - phi log p(y | x)): 1 as Eq. 9 and the released "
+                        "code, 2 as Eq. 31 is printed (default: %(default)s)")
 
 
 def _sample(args: argparse.Namespace) -> None:
     from fdrl.sampling import parse_seeds, sample
 
+    if args.guide is None and args.classes is not None:
+        raise FdrlError("--classes needs --guide, the classifier that conditions the flow")
+    classes = None if args.classes is None else parse_seeds(args.classes, "--classes")
     sample(args.run, parse_seeds(args.seeds), args.out, args.batch, args.steps, args.device,
-           args.precision, args.channels_last)
+           args.precision, args.channels_last, args.guide, classes, args.phi, args.step_factor)
+
+
+def translate_parser(verbs) -> None:
+    p = verb(verbs, "translate", _translate,
+             "translate source images with a run trained on a source-domain prior (Table 4)",
+             "Flow the images of a source shard folder (as stored: no flip, no dequantization) "
+             "K + kappa steps with the run's EMA weights, clamp to [-1, 1], and write uint8 NHWC "
+             "images with their source index as seed and the source label to a .npz chunk. "
+             "Image i depends on source image i and seed i alone.", out="chunk.npz",
+             shared=("batch", "device", "precision", "channels_last"),
+             changes={"batch": {"default": 256},
+                      "precision": {"default": None, "help": "fp32 or bf16 (default: the run's)"},
+                      "channels_last": {"default": None, "help": "default: the run's"}})
+    p.add_argument("--run", required=True, type=Path, metavar="RUN_DIR",
+                   help="a run trained with `prior: source`")
+    p.add_argument("--source", required=True, type=Path, metavar="SHARDS",
+                   help="shard folder of source images (the run's source domain or a held-out "
+                        "split of it, e.g. cat2dog_testA)")
+    p.add_argument("--images", default=None, metavar="INDICES",
+                   help="which source images, e.g. 0-49 (default: all)")
+    p.add_argument("--steps", type=int, default=None, metavar="K+kappa",
+                   help="flow steps (default: the run's sample_steps)")
+
+
+def _translate(args: argparse.Namespace) -> None:
+    from fdrl.sampling import parse_seeds
+    from fdrl.translation import translate
+
+    indices = None if args.images is None else parse_seeds(args.images, "--images")
+    translate(args.run, args.source, args.out, indices, args.batch, args.steps, args.device,
+              args.precision, args.channels_last)
 
 
 def launch_parser(verbs) -> None:
