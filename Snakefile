@@ -34,6 +34,8 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/table1.smk"
+include: "workflow/rules/translation.smk"
+include: "workflow/rules/class_conditional.smk"
 
 
 rule all:

@@ -29,13 +29,17 @@ CONFIGS = REPO / "workflow" / "config"
 # flow lengths (steps-0 shared with the baseline), Figs. 4 (per run), 8, 9, 12-13 (CIFAR10,
 # CelebA), and `all`.
 PAPER_JOBS = {"table_from_code": 2, "toy": 7, "fig2": 1, "fig3": 1, "fig10": 1, "toy_table": 1,
-              "shard": 6, "fit_prior": 3, "fig11": 1, "train": 10, "sample": 80, "fid_ref": 4,
+              "shard": 8, "fit_prior": 3, "fig11": 1, "train": 10, "sample": 80, "fid_ref": 6,
               "fid": 16, "fid_held_out": 2, "sample_flow_length": 20, "fid_flow_length": 11,
               "table1": 1, "fig4": 8,
-              "fig5": 1, "fig8": 1, "fig9": 1, "fig12": 2, "all": 1}
+              "fig5": 1, "fig8": 1, "fig9": 1, "fig12": 2,
+              # Table 4 and Fig. 7 (Cat2dog), Fig. 6 (the staged robust CIFAR10 guide; no metrics).
+              "translate": 1, "fid_translated": 2, "fid_untranslated": 2, "table4": 1, "fig7": 1,
+              "sample_conditional": 1, "fig6": 1, "all": 1}
 TOYS = ["stale_near", "stale_far", "fdrl_far", "swissroll_lsif-pearson", "swissroll_lr-kl",
         "swissroll_lr-js", "swissroll_lr-logd"]
 FIGURES = ["fig2_stale_estimator.png", "fig3_fdrl_progression.png", "fig5_flow_length.png",
+           "fig6_class_conditional.png", "fig7_translation.png",
            "fig8_flow_process.png", "fig9_interpolation.png", "fig10_swissroll.png",
            "fig11_priors.png"]
 
@@ -79,14 +83,16 @@ def test_schema_rejects_a_bad_config_naming_the_key(tmp_path, changes, named):
 
 
 def test_dry_run_plans_the_paper_targets(tmp_path):
-    proc = snakemake(tmp_path, "-n")  # no --configfile: paper.yaml, the default
+    proc = snakemake(tmp_path, "-n", "-p")  # no --configfile: paper.yaml, the default
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
     counts = job_counts(out)
     assert {rule: counts.get(rule) for rule in PAPER_JOBS} == PAPER_JOBS
     for target in ["results/table2.csv", "results/table3.csv", "results/toy.csv",
-                   *(f"results/figures/{f}" for f in FIGURES)]:
+                   "results/table4.csv", *(f"results/figures/{f}" for f in FIGURES)]:
         assert target in out
+    # The staged guide is a parameter that the sampling job names, not an input to plan.
+    assert "--guide data/robustness/cifar_l2_1_0.pt --phi 0.1 --step-factor 1" in out
 
 
 def test_table1_plans_the_papers_eight_runs_their_50k_samples_and_fids(tmp_path):
@@ -156,6 +162,26 @@ def test_lint_is_clean(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
+def check_applications(root):
+    """The smoke scale's Table 4 and class_conditional.csv."""
+    # Table 4: the cited rows, then translated and untranslated test digits per backend, with the
+    # labels the classifier says they kept.
+    with open(root / "table4.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    backends = ["classifier", "torchvision-inception", "pytorch-fid", "clean-fid"]
+    assert [(r["method"], r["backend"]) for r in rows[2:]] == [
+        *(("FDRL translation", b) for b in backends),
+        *(("untranslated source images (baseline)", b) for b in backends)]
+    assert all(r["n_samples"] == "25" and 0 <= float(r["labels_kept"]) <= 1 for r in rows[2:])
+    # class_conditional.csv: every class and a mean, per setting of the trade-off and the
+    # standard guide.
+    with open(root / "class_conditional.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["guide"], r["step_factor"]) for r in rows if r["class"] == "mean"] == [
+        ("robust", "1.0"), ("robust", "2.0"), ("standard", "1.0")]
+    assert len(rows) == 33
+
+
 def test_smoke_dag_end_to_end(tmp_path):
     # Up to 15 minutes on 2 cores of an older CPU (28 FIDs in 2048-d features): a generous limit.
     proc = snakemake(tmp_path, "--profile", str(REPO / "cluster_profiles" / "local"),
@@ -168,9 +194,10 @@ def test_smoke_dag_end_to_end(tmp_path):
         x = np.load(root / "toy" / toy / "samples.npz")["x"]
         assert x.dtype == np.float32 and x.ndim == 2 and x.shape[1] == 2 and len(x) >= 2000
         assert np.isfinite(x).all()
-    runs = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())["runs"]
-    assert len(runs) == 6
-    for run in runs:
+    smoke = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
+    runs = smoke["table1"]["runs"]
+    assert len(runs) == 6 and len(smoke["runs"]) == 7  # and the translation run
+    for run in smoke["runs"]:
         final = torch.load(root / "runs" / run / "final.pt", weights_only=True)
         assert final["config"]["pairing"] == run.rsplit("_", 1)[1]
     table = (root / "toy.csv").read_text()
@@ -195,6 +222,7 @@ def test_smoke_dag_end_to_end(tmp_path):
     for run in runs:
         assert (root / "figures" / f"fig4_samples_{run}.png").exists()
     assert (root / "figures" / "fig12_nearest_digits.png").exists()
+    check_applications(root)
     # Snakemake's own report collects every table and figure with its caption.
     proc = snakemake(tmp_path, "--configfile", str(CONFIGS / "smoke.yaml"), "--report",
                      str(tmp_path / "report.html"))
