@@ -207,6 +207,7 @@ def class_conditional(inputs: list[str]) -> list[dict]:
                    "flow_steps": result["run"]["steps"]}
         per_class = [{**setting, "class": c["class"], "accuracy": c["accuracy"], "fid": c["fid"],
                       "unguided_assigned": b["assigned_fraction"], "unguided_fid": b["fid"],
+                      "fid_ratio": c["fid"] / b["fid"] if c["fid"] and b["fid"] else None,
                       "fid_images": c["fid_images"], "unguided_fid_images": b["fid_images"]}
                      for c, b in zip(result["classes"], base)]
         rows += per_class + [{**setting, "class": "mean", **_means(per_class)}]
