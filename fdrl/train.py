@@ -16,7 +16,8 @@ resumes exactly too.
 
 RUN_DIR receives config.yaml (the resolved config), metrics.jsonl (one JSON line per log
 interval), samples/step-NNNNNN.png (EMA sample grids), checkpoints/step-NNNNNN.pt and final.pt.
-Rank 0 alone writes files and logs; the other ranks wait at a barrier.
+Rank 0 alone writes files and logs; the other ranks wait at a barrier. Rank 0 holds the run
+folder's lock (`fdrl.runlock`) from start to end, so a second writer of the folder stops at once.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ import math
 import os
 import random
 import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -48,6 +51,7 @@ from fdrl.nets import count_parameters
 from fdrl.noise import GeneratorNoise, SlicedNoise, key_seed
 from fdrl.precision import Precision, fastest
 from fdrl.progress import progress
+from fdrl.runlock import requeue_wait, run_lock
 from fdrl.step import fdrl_step
 
 NOISE_STREAM, GRID_STREAM = 2, 3  # streams 0 and 1 of the seed are the data's (fdrl.data)
@@ -276,6 +280,24 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: str = "auto",
         raise FdrlError(f"--resume must be auto or never, not {resume!r}")
     d = distributed.init(device)
     try:
-        return Trainer(cfg, Path(out), d).run(resume)
+        with _sole_writer(Path(out), d):
+            return Trainer(cfg, Path(out), d).run(resume)
     finally:
         distributed.shutdown()
+
+
+@contextmanager
+def _sole_writer(out: Path, d: Dist) -> Iterator[None]:
+    """Rank 0 holds the run folder's lock (`fdrl.runlock`) while the block runs; if another
+    process holds it, every rank stops with the same sentence."""
+    with ExitStack() as stack:
+        problem = None
+        if d.is_main:
+            try:
+                stack.enter_context(run_lock(out, requeue_wait()))
+            except FdrlError as err:
+                problem = str(err)
+        problem = distributed.from_main(problem)
+        if problem:
+            raise FdrlError(problem)
+        yield

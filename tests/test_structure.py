@@ -17,7 +17,7 @@ PACKAGE = REPO / "fdrl"
 # the layers below it, never back up, and never in a circle.
 LAYERS = {
     "utilities": ("errors", "io", "names", "noise", "distributed", "moments", "precision",
-                  "progress"),
+                  "progress", "runlock"),
     "formats and readers": ("datasets", "data", "chunks", "images", "checkpoint"),
     "the paper's concepts": ("losses", "divergences", "flow", "priors", "nets", "robust_resnet",
                              "ema", "step"),
