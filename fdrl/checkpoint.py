@@ -118,13 +118,22 @@ def save_checkpoint(path: str | os.PathLike, *, step: int, model: nn.Module, ema
         torch.save(state, tmp)
 
 
+def load_tensors(path: str | os.PathLike, what: str, fix: str,
+                 map_location: torch.device | str = "cpu") -> object:
+    """`torch.load(path, weights_only=True)`: tensors and plain containers, never code. Any
+    failure (truncated, corrupt, empty, a pickled object) is one sentence naming the file, what
+    it should have been, and `fix`."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # every way a file can fail to load means the same to the user
+        lines = str(err).strip().splitlines()
+        why = f"{type(err).__name__}: {lines[0][:160]}" if lines else type(err).__name__
+        raise FdrlError(f"{path} is not a readable {what} ({why}); {fix}") from None
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Reads a checkpoint written by `save_checkpoint`; never unpickles code."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a truncated or foreign file: name it rather than trace back
-        raise FdrlError(f"cannot read checkpoint {path} ({type(err).__name__}: {err}); delete it "
-                        "to resume from the one before") from None
+    state = load_tensors(path, "training checkpoint", "delete it to resume from the one before")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise FdrlError(f"{path} is not an fdrl training checkpoint (format {FORMAT})")
     return state
@@ -176,9 +185,10 @@ def load_final(path: str | os.PathLike, device: torch.device | str = "cpu") -> d
     """Reads `final.pt`: keys `ema` (state_dict), `step`, `image_shape`, `config`, `dataset`."""
     if not os.path.isfile(path):
         raise FdrlError(f"no trained weights at {path}: run `fdrl train` first")
-    state = torch.load(path, map_location=device, weights_only=True)
+    state = load_tensors(path, "final.pt", "train the run again (`fdrl train`)", device)
     if not isinstance(state, dict) or state.get("format") != FORMAT or "ema" not in state:
-        raise FdrlError(f"{path} is not an fdrl final.pt (format {FORMAT})")
+        raise FdrlError(f"{path} is not an fdrl final.pt (format {FORMAT}); train the run again "
+                        "(`fdrl train`)")
     if "dataset" not in state:
         raise FdrlError(f"{path} was written by an older fdrl that did not record the training "
                         "set's name; train the run again")

@@ -183,7 +183,13 @@ class Dataset:
         if self.folder and not path.exists():
             stage = self.stage.replace("DATA_ROOT", str(data_root))
             raise FdrlError(f"dataset {self.name} is not staged: expected {path}; {stage}")
-        return self.open(Path(data_root), self.preprocess)
+        try:
+            return self.open(Path(data_root), self.preprocess)
+        except (RuntimeError, OSError, ValueError) as err:  # torchvision's, lmdb's, PIL's
+            stage = self.stage.replace("DATA_ROOT", str(data_root))
+            raise FdrlError(f"dataset {self.name} in {path} is incomplete or corrupt "
+                            f"({str(err).strip().splitlines()[0][:160]}); stage it again: "
+                            f"{stage}") from None
 
 
 def _torchvision(name: str, **kwargs) -> Callable[[Path], Sequence]:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fdrl.checkpoint import load_tensors
 from fdrl.errors import FdrlError
 from fdrl.io import atomic_path
 from fdrl.noise import Noise
@@ -118,7 +119,7 @@ class GaussianPrior:
         """Reads a prior written by `save`; never unpickles code."""
         if not os.path.isfile(path):
             raise FdrlError(f"no prior at {path}: fit one with `fdrl fit-prior`")
-        state = torch.load(path, map_location=device, weights_only=True)
+        state = load_tensors(path, "prior file", "refit it with `fdrl fit-prior`", device)
         if not isinstance(state, dict) or set(state) != set(_KEYS):
             raise FdrlError(
                 f"{path} is not a prior file (expected the tensors {', '.join(_KEYS)}); "

@@ -67,6 +67,8 @@ def shard(name: str, data_root: str | os.PathLike, out: str | os.PathLike, shard
     split = "test" if ds.held_out_from else "train"
     count = len(ds.source(data_root))  # fails here, before any work, if the data is not staged
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FdrlError(f"--out {out} is a file, not a folder; name a folder for the shards")
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(name, str(data_root), out / f"{split}-{i:06d}.tar", i * shard_size,
              min(count, (i + 1) * shard_size)) for i in range(math.ceil(count / shard_size))]

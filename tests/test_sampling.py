@@ -147,6 +147,10 @@ def test_seed_ranges():
     assert parse_seeds("0-3,7,10-11") == [0, 1, 2, 3, 7, 10, 11]
     with pytest.raises(FdrlError, match="--seeds takes ranges"):
         parse_seeds("a-b")
+    with pytest.raises(FdrlError, match="runs backwards; write it 1-5"):
+        parse_seeds("5-1")
+    with pytest.raises(FdrlError, match="--images '0-3,2' names a number twice"):
+        parse_seeds("0-3,2", "--images")
 
 
 def test_a_missing_run_is_a_clear_error(tmp_path):

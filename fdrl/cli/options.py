@@ -8,10 +8,21 @@ from pathlib import Path
 
 from fdrl import names
 
+def positive_int(text: str) -> int:
+    """An argparse type: a positive integer (a batch of 0 images never ends)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
 SHARED = {
     "device": (("--device",), dict(choices=("cpu", "cuda"), default=None,
                                    help="default: cuda if available")),
-    "batch": (("--batch",), dict(type=int, default=64, metavar="N",
+    "batch": (("--batch",), dict(type=positive_int, default=64, metavar="N",
                                  help="images per forward (default: %(default)s)")),
     "workers": (("--workers",), dict(type=int, default=0, metavar="W",
                                      help="DataLoader workers per rank (default: %(default)s)")),
