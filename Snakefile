@@ -27,6 +27,14 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/common.smk"
+
+
+# Checked once, when the workflow loads (jobs skip it: they need not import torch).
+if workflow.is_main_process:
+    check_site_settings()
+    check_runs()
+
+
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/toy.smk"
 include: "workflow/rules/data.smk"

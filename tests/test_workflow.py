@@ -82,6 +82,31 @@ def test_schema_rejects_a_bad_config_naming_the_key(tmp_path, changes, named):
     assert "Error validating config file" in out and named in out, out[-3000:]
 
 
+@pytest.mark.parametrize("train, named", [
+    ({"stepz": 6}, r"unknown key 'stepz' in run digits_\S+ of the workflow config"),
+    ({"steps": "many"}, r"steps: 'many' in run digits_\S+ of the workflow config is not an integer"),
+    ({"lr": -1}, r"lr: -1.0 in run digits_\S+ of the workflow config must be positive"),
+])
+def test_a_bad_run_setting_stops_the_plan_with_fdrls_own_sentence(tmp_path, train, named):
+    smoke = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
+    bad = write_config(tmp_path / "bad.yaml", train={**smoke["train"], **train})
+    proc = snakemake(tmp_path, "-n", "--configfile", str(bad))
+    assert proc.returncode != 0 and re.search(named, proc.stdout + proc.stderr), proc.stdout[-3000:]
+
+
+def test_the_slurm_profiles_placeholders_stop_even_a_dry_run(tmp_path):
+    proc = snakemake(tmp_path, "-n", "--profile", str(REPO / "cluster_profiles" / "slurm"),
+                     "results/table2.csv")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "the SLURM profile still holds its placeholders" in out
+    assert "cluster_profiles/slurm/config.yaml" in out
+    # With the site's values given, the same dry run plans.
+    proc = snakemake(tmp_path, "results/table2.csv", "-n", "--profile",
+                     str(REPO / "cluster_profiles" / "slurm"), "--default-resources",
+                     "slurm_partition=debug")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+
+
 def test_dry_run_plans_the_paper_targets(tmp_path):
     proc = snakemake(tmp_path, "-n", "-p")  # no --configfile: paper.yaml, the default
     assert proc.returncode == 0, proc.stderr[-3000:]

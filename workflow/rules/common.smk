@@ -13,6 +13,7 @@ import re
 import shlex
 
 import yaml
+from snakemake.exceptions import WorkflowError
 
 from fdrl.datasets import DATASETS
 from fdrl.names import CODE_TABLES, FID_BACKENDS, GAUSSIAN_TOYS, SWISSROLL_TOYS, TOYS
@@ -80,6 +81,19 @@ def set_options(settings):
                     for key, value in settings.items())
 
 
+def check_site_settings():
+    """Stops a run (dry runs included) whose SLURM profile still holds the placeholders of
+    cluster_profiles/slurm/config.yaml, before any job is submitted."""
+    given = getattr(workflow.resource_settings.default_resources, "args", None) or []
+    left = [str(a) for a in given if "YOUR_PARTITION" in str(a) or "YOUR_ACCOUNT" in str(a)]
+    if left:
+        raise WorkflowError(
+            f"the SLURM profile still holds its placeholders ({', '.join(left)}): set "
+            "slurm_partition and slurm_account under default-resources in "
+            "cluster_profiles/slurm/config.yaml to your cluster's values (sinfo -s; sacctmgr "
+            "show associations user=$USER)")
+
+
 # --- the 2-D experiments ------------------------------------------------------------------------
 
 
@@ -123,24 +137,49 @@ def run_settings(run):
     return {**config["train"], **config["runs"][run]}
 
 
-def train_inputs(wildcards):
+def train_paths(run):
     """The run's shards, and its prior: prior.pt (data) or the source domain's shards."""
-    run = run_settings(wildcards.run)
-    inputs = {"shards": f"{ROOT}/data/{run['dataset']}/shards"}
-    if run["prior"] == "data":
-        inputs["prior"] = f"{ROOT}/data/{run['dataset']}/prior.pt"
-    elif run["prior"] == "source":
-        inputs["source"] = f"{ROOT}/data/{run['source_dataset']}/shards"
-    return inputs
+    settings = run_settings(run)
+    paths = {"shards": f"{ROOT}/data/{settings['dataset']}/shards"}
+    if settings["prior"] == "data":
+        paths["prior"] = f"{ROOT}/data/{settings['dataset']}/prior.pt"
+    elif settings["prior"] == "source":
+        paths["source"] = f"{ROOT}/data/{settings['source_dataset']}/shards"
+    return paths
+
+
+def train_inputs(wildcards):
+    """The DAG inputs of a run's training: its `train_paths`."""
+    return train_paths(wildcards.run)
+
+
+def train_settings(run, paths):
+    """The settings `fdrl train` gets for a run: the data paths, then every other setting."""
+    settings = run_settings(run)
+    given = {"data": paths["shards"], "prior": settings["prior"],
+             "prior_path": paths.get("prior", ""), "source": paths.get("source", "")}
+    rest = {k: v for k, v in settings.items() if k not in ("dataset", "source_dataset", "prior")}
+    return {**{k: v for k, v in given.items() if v}, **rest}
 
 
 def train_options(wildcards, input):
-    """`--set` options of `fdrl train`: the data paths, then every other setting of the run."""
-    run = run_settings(wildcards.run)
-    paths = {"data": input.shards, "prior": run["prior"], "prior_path": input.get("prior", ""),
-             "source": input.get("source", "")}
-    rest = {k: v for k, v in run.items() if k not in ("dataset", "source_dataset", "prior")}
-    return set_options({**{k: v for k, v in paths.items() if v}, **rest})
+    """`--set` options of `fdrl train` (`train_settings`)."""
+    return set_options(train_settings(wildcards.run, dict(input.items())))
+
+
+def check_runs():
+    """Reads every run's settings as `fdrl train` will (fdrl.config.make_config), so that a
+    misspelled key or a value of the wrong type stops the workflow when it loads, with the run's
+    name and fdrl's own sentence, rather than in the run's job hours later. The main process
+    alone checks: jobs do not wait for the import of torch."""
+    from fdrl.config import make_config
+    from fdrl.errors import FdrlError
+
+    for run in config["runs"]:
+        try:
+            make_config(train_settings(run, train_paths(run)), f"run {run} of the workflow config")
+        except FdrlError as err:
+            raise WorkflowError(str(err)) from None
 
 
 # --- sampling -----------------------------------------------------------------------------------
