@@ -101,8 +101,9 @@ def gather_rng_states(device: torch.device) -> list[dict[str, Tensor]]:
 
 def save_checkpoint(path: str | os.PathLike, *, step: int, model: nn.Module, ema: nn.Module,
                     optimizer: torch.optim.Optimizer, scheduler: object, rng: list[dict],
-                    image_shape: tuple[int, ...], config: dict) -> None:
-    """Writes one checkpoint atomically (rank 0 only; `model` is the unwrapped module)."""
+                    image_shape: tuple[int, ...], config: dict, provenance: dict) -> None:
+    """Writes one checkpoint atomically (rank 0 only; `model` is the unwrapped module), with the
+    `provenance` of its data and prior."""
     state = {
         "format": FORMAT,
         "step": step,
@@ -113,6 +114,7 @@ def save_checkpoint(path: str | os.PathLike, *, step: int, model: nn.Module, ema
         "rng": rng,
         "image_shape": list(image_shape),
         "config": config,
+        "provenance": provenance,
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -157,6 +159,19 @@ def check_compatible(state: dict, config: dict, image_shape: tuple[int, ...], pa
                         "the same config or train in a new run folder")
 
 
+def check_provenance(state: dict, provenance: dict, path: Path) -> None:
+    """Refuses to resume a checkpoint trained on other data or from another prior than the run
+    names now (the SHA-256 of the shard manifest and of the prior)."""
+    saved = state.get("provenance") or {}
+    changed = [k for k, v in provenance.items() if saved.get(k) not in (None, v)]
+    if changed:
+        diff = "; ".join(f"{k} {saved[k][:12]}... -> {provenance[k] and provenance[k][:12]}..."
+                         for k in changed)
+        raise FdrlError(f"checkpoint {path} was trained on other data or from another prior "
+                        f"({diff}); resume with the data and prior it was trained on, or train "
+                        "in a new run folder")
+
+
 def restore(state: dict, path: Path, model: nn.Module, ema: nn.Module,
             optimizer: torch.optim.Optimizer, scheduler: object) -> None:
     """Loads the state_dicts of a checkpoint; a mismatch of parameters is a clear error."""
@@ -172,11 +187,13 @@ def restore(state: dict, path: Path, model: nn.Module, ema: nn.Module,
 
 
 def save_final(path: str | os.PathLike, *, ema: nn.Module, step: int,
-               image_shape: tuple[int, ...], config: dict, dataset: str) -> None:
-    """Writes the sampling weights (EMA), the image shape, the training set's name and the
-    resolved config, atomically."""
+               image_shape: tuple[int, ...], config: dict, dataset: str,
+               provenance: dict) -> None:
+    """Writes the sampling weights (EMA), the image shape, the training set's name, the resolved
+    config and the provenance of the data and prior, atomically."""
     state = {"format": FORMAT, "step": step, "ema": ema.state_dict(),
-             "image_shape": list(image_shape), "config": config, "dataset": dataset}
+             "image_shape": list(image_shape), "config": config, "dataset": dataset,
+             "provenance": provenance}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 

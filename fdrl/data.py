@@ -66,8 +66,12 @@ def load_manifest(folder: str | os.PathLike) -> Manifest:
         m = json.loads(path.read_text())
         manifest = Manifest(folder, m["dataset"], tuple(m["shape"]), int(m["count"]),
                             tuple(m["shards"]))
+        listed = sum(int(s["count"]) for s in manifest.shards)
     except (ValueError, KeyError, TypeError) as err:
         raise FdrlError(f"{path} is not a shard manifest ({err}); rewrite it with `fdrl shard`") from None
+    if listed != manifest.count:
+        raise FdrlError(f"{path} says {manifest.count} images but its shards list {listed}; "
+                        "rewrite the shards with `fdrl shard`")
     ds = DATASETS.get(manifest.dataset)
     if ds is not None and m.get("preprocess") != str(ds.preprocess):
         made = f"preprocessed as {m['preprocess']}" if "preprocess" in m else (
@@ -76,6 +80,12 @@ def load_manifest(folder: str | os.PathLike) -> Manifest:
                         f"{manifest.dataset} as {ds.preprocess}. Delete the folder and rewrite the "
                         "shards with `fdrl shard`")
     return manifest
+
+
+def manifest_sha256(folder: str | os.PathLike) -> str:
+    """The SHA-256 of a shard folder's manifest.json, which lists every shard's own SHA-256: one
+    hash that names the exact data (what runs, priors and references record)."""
+    return sha256(Path(folder) / "manifest.json")
 
 
 def verify(folder: str | os.PathLike, files: list[Path] | None = None) -> None:

@@ -24,7 +24,7 @@ import torch
 
 from fdrl import distributed
 from fdrl.chunks import check_chunks, chunk_batches, run_info
-from fdrl.data import one_pass, select_shards
+from fdrl.data import manifest_sha256, one_pass, select_shards
 from fdrl.datasets import DATASETS
 from fdrl.errors import FdrlError
 from fdrl.features import Extractor, load_extractor
@@ -133,6 +133,7 @@ def fid_ref(shards: list[str], backend: str, out: str | os.PathLike, weights=Non
     if dist.is_main:
         mu, sigma = _mean_and_covariance(moments)
         meta = {**extractor.describe(), "n_images": count, "dataset": selection.manifest.dataset,
+                "manifest_sha256": manifest_sha256(selection.folder),
                 "image_shape": list(selection.manifest.shape), "shards": str(selection.folder),
                 "shard_files": selection.file_names}
         write_reference(out, mu, sigma, count, meta)
@@ -154,6 +155,23 @@ def check_reference(ref: dict, ref_path, backend: str, extractor: Extractor | No
                                 "the same weights and --precision")
 
 
+def check_reference_data(ref: dict, ref_path, run: dict | None) -> None:
+    """Refuses a reference of other data than the samples' run was trained on: its training set
+    (the same manifest, where both record it) or a split held out from it (Table 4's targets)."""
+    if not run or not ref.get("dataset"):
+        return
+    trained, given = run["dataset"], ref["dataset"]
+    if given != trained and (given not in DATASETS or DATASETS[given].held_out_from != trained):
+        raise FdrlError(f"{ref_path} was made from {given}, but the samples' run "
+                        f"{run['run']} was trained on {trained}: make the reference from the "
+                        f"run's own data with `fdrl fid-ref`")
+    made_from, trained_on = ref.get("manifest_sha256"), run.get("data_manifest_sha256")
+    if given == trained and made_from and trained_on and made_from != trained_on:
+        raise FdrlError(f"{ref_path} was made from other shards of {given} than the run "
+                        f"{run['run']} trained on (manifest sha256 {made_from[:12]}... against "
+                        f"{trained_on[:12]}...): remake it from the run's shards with `fdrl fid-ref`")
+
+
 def fid(ref_path: str | os.PathLike, backend: str, out: str | os.PathLike,
         samples: list[str | os.PathLike] = (), held_out: list[str] = (), weights=None,
         batch: int = 64, device: str | None = None, precision: Precision = FP32) -> dict | None:
@@ -168,6 +186,7 @@ def fid(ref_path: str | os.PathLike, backend: str, out: str | os.PathLike,
     if samples:
         n, shape = check_chunks(samples)
         origin = {"samples": [str(p) for p in samples], "run": run_info(samples)}
+        check_reference_data(ref, ref_path, origin["run"])
     else:
         selection = select_shards(held_out)
         n, shape = selection.count, selection.manifest.shape

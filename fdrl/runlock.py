@@ -52,8 +52,10 @@ def _holder(path: Path) -> str:
 @contextmanager
 def run_lock(folder: str | os.PathLike, wait: float = 0.0) -> Iterator[None]:
     """Holds the exclusive lock of the run folder `folder` (created if needed) for the block;
-    waits up to `wait` seconds for it, then raises an FdrlError naming the holder."""
+    waits up to `wait` seconds for it, then raises an FdrlError naming the holder. A folder the
+    lock created is removed again if the block fails before writing anything into it."""
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
     f = open(path, "a+")
@@ -81,6 +83,12 @@ def run_lock(folder: str | os.PathLike, wait: float = 0.0) -> Iterator[None]:
         f.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
                             "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
         f.flush()
-        yield
+        try:
+            yield
+        except BaseException:
+            if created and [p.name for p in folder.iterdir()] == [LOCK_NAME]:
+                path.unlink()
+                folder.rmdir()
+            raise
     finally:
         f.close()  # releases the lock

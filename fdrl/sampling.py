@@ -93,7 +93,9 @@ class Sampler:
         info = {"run": cfg.name or Path(run).name, "dataset": state["dataset"], "prior": cfg.prior,
                 "pairing": cfg.pairing, "train_steps": int(state["step"]),
                 "flow_steps": cfg.flow_steps, "steps": steps, "spectral_norm": cfg.spectral_norm,
-                "config_hash": config_hash(state["config"]), **chosen.describe()}
+                "config_hash": config_hash(state["config"]),
+                "data_manifest_sha256": (state.get("provenance") or {}).get("data_manifest_sha256"),
+                **chosen.describe()}
         return cls(model.eval(), build_prior(cfg, shape, device), pairing(cfg.pairing).divergence,
                    FlowParams(steps, cfg.eta, cfg.nu), device, info, chosen)
 

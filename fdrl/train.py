@@ -39,14 +39,14 @@ from torch.nn.parallel import DistributedDataParallel
 from fdrl import checkpoint as ckpt
 from fdrl import distributed
 from fdrl.config import TrainConfig, build_model, build_prior, run_precision
-from fdrl.data import ShardStore, TrainStream, load_manifest
+from fdrl.data import ShardStore, TrainStream, load_manifest, manifest_sha256, verify
 from fdrl.distributed import Dist, all_reduce_sum, barrier
 from fdrl.divergences import pairing
 from fdrl.ema import EMA
 from fdrl.errors import FdrlError
 from fdrl.flow import FlowParams, flow
 from fdrl.images import save_grid
-from fdrl.io import write_text_atomic
+from fdrl.io import sha256, write_text_atomic
 from fdrl.nets import count_parameters
 from fdrl.noise import GeneratorNoise, SlicedNoise, key_seed
 from fdrl.precision import Precision, fastest
@@ -64,6 +64,20 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
+
+
+def provenance(cfg: TrainConfig) -> dict:
+    """The SHA-256 of the run's shard manifest and of its prior (prior.pt, or the source
+    domain's manifest), after checking every shard of both against its manifest: a swapped,
+    truncated or edited shard stops the run before it reads a byte of it."""
+    verify(cfg.data)
+    prior = None
+    if cfg.prior == "data":
+        prior = sha256(cfg.prior_path) if os.path.isfile(cfg.prior_path) else None
+    elif cfg.prior == "source":
+        verify(cfg.source)
+        prior = manifest_sha256(cfg.source)
+    return {"data_manifest_sha256": manifest_sha256(cfg.data), "prior_sha256": prior}
 
 
 class Meter:
@@ -90,6 +104,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, out: Path, d: Dist):
         self.cfg, self.out, self.d = cfg, out, d
+        self.provenance = provenance(cfg)  # every rank checks the shards before reading them
         self.store = ShardStore(cfg.data)
         self.store.manifest.refuse_held_out("training")
         if cfg.prior == "source":
@@ -148,7 +163,7 @@ class Trainer:
         if self.d.is_main:
             ckpt.save_final(self.out / "final.pt", ema=self.ema.module, step=self.step,
                             image_shape=self.shape, config=self.config,
-                            dataset=self.store.manifest.dataset)
+                            dataset=self.store.manifest.dataset, provenance=self.provenance)
         barrier()
         return self.out / "final.pt"
 
@@ -170,6 +185,7 @@ class Trainer:
                             "with --resume auto, or train in a new run folder")
         state = ckpt.load_checkpoint(path)
         ckpt.check_compatible(state, self.config, self.shape, path)
+        ckpt.check_provenance(state, self.provenance, path)
         if state["step"] > self.cfg.steps:
             raise FdrlError(f"{path} is past the {self.cfg.steps} steps asked for; raise steps or "
                             "--max-steps, or train in a new run folder")
@@ -214,7 +230,8 @@ class Trainer:
                     else "no checkpoint was written")
             terms = ", ".join(f"{k} {v:.4g}" for k, v in zip(STATS, values))
             raise FdrlError(f"the loss is not finite at step {t + 1} ({terms}); training stopped "
-                            f"and {kept}. Lower lr or eta, or check the data")
+                            f"and {kept}. Train again in a new run folder with a lower lr or eta (a "
+                            "resumed run keeps its settings), or check the data")
         return values, lr
 
     def _periodic(self, meter: Meter, bar: object) -> None:
@@ -248,7 +265,7 @@ class Trainer:
             ckpt.save_checkpoint(ckpt.checkpoint_path(self.checkpoints, self.step), step=self.step,
                                  model=self.model, ema=self.ema.module, optimizer=self.optimizer,
                                  scheduler=self.scheduler, rng=rng, image_shape=self.shape,
-                                 config=self.config)
+                                 config=self.config, provenance=self.provenance)
             ckpt.prune(self.checkpoints, self.cfg.keep_checkpoints)
         barrier()
 

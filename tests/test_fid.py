@@ -204,7 +204,7 @@ def test_held_out_real_images_score_against_the_training_reference(digits, class
                  "--out", str(tmp_path / "noise.json"), *args]) == 0
     assert 0 < real["fid"] < json.loads((tmp_path / "noise.json").read_text())["fid"] / 20
     # The reference's own images are not held out; samples and shards at once is ambiguous.
-    with pytest.raises(FdrlError, match="not a held-out split .* digits_test, cifar10_test"):
+    with pytest.raises(FdrlError, match="not a held-out split .* digits_test, digits_blur_test, cifar10_test"):
         fid(ref, "classifier", tmp_path / "self.json", held_out=[str(digits)], weights=classifier,
             device="cpu")
     with pytest.raises(FdrlError, match="one of the two"):

@@ -99,7 +99,8 @@ def test_chunks_name_their_run_and_flow_length(run, tmp_path):
     assert info == {"run": "run", "dataset": "digits", "prior": "data", "pairing": "lsif-pearson",
                     "train_steps": 3, "flow_steps": 3, "steps": 5, "spectral_norm": False,
                     "config_hash": config_hash(final["config"]), "precision": "fp32",
-                    "channels_last": False}
+                    "channels_last": False,
+                    "data_manifest_sha256": final["provenance"]["data_manifest_sha256"]}
     assert read_chunks([str(tmp_path / "prior.npz")])[2]["steps"] == 0
     with pytest.raises(FdrlError, match="different runs or flow lengths"):
         read_chunks([str(tmp_path / "a.npz"), str(tmp_path / "prior.npz")])
