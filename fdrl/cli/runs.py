@@ -39,20 +39,30 @@ def _train(args: argparse.Namespace) -> None:
     train(cfg, args.out, args.resume, args.device)
 
 
+# The options of the verbs that flow images with a trained run (sample, translate): the run's
+# own precision and layout unless told otherwise, bigger batches than training's.
+FLOWING = dict(shared=("batch", "device", "precision", "channels_last"),
+               changes={"batch": {"default": 256},
+                        "precision": {"default": None, "help": "fp32 or bf16 (default: the run's)"},
+                        "channels_last": {"default": None, "help": "default: the run's"}})
+
+
+def add_steps(p) -> None:
+    """`--steps`: the flow length K + kappa, by default the run's own."""
+    p.add_argument("--steps", type=int, default=None, metavar="K+kappa",
+                   help="flow steps (default: the run's sample_steps)")
+
+
 def sample_parser(verbs) -> None:
     p = verb(verbs, "sample", _sample,
              "generate images with a trained run (Algorithm 2); runs under torchrun too",
              "Flow prior samples K + kappa steps with the run's EMA weights, clamp to [-1, 1], "
              "and write uint8 NHWC images with their seeds to a .npz chunk. Image i depends on "
              "seed i alone.", out="chunk.npz",
-             shared=("batch", "device", "precision", "channels_last"),
-             changes={"batch": {"default": 256},
-                      "precision": {"default": None, "help": "fp32 or bf16 (default: the run's)"},
-                      "channels_last": {"default": None, "help": "default: the run's"}})
+             **FLOWING)
     p.add_argument("--run", required=True, type=Path, metavar="RUN_DIR", help="a trained run")
     p.add_argument("--seeds", required=True, metavar="SEEDS", help="e.g. 0-999 or 0-9,20")
-    p.add_argument("--steps", type=int, default=None, metavar="K+kappa",
-                   help="flow steps (default: the run's sample_steps)")
+    add_steps(p)
     g = p.add_argument_group("class-conditional sampling (Eq. 31; LR-KL runs)")
     g.add_argument("--guide", type=Path, default=None, metavar="CLASSIFIER",
                    help="a robust classifier: `fdrl train-classifier --robust-eps` (digits) or "
@@ -83,10 +93,7 @@ def translate_parser(verbs) -> None:
              "K + kappa steps with the run's EMA weights, clamp to [-1, 1], and write uint8 NHWC "
              "images with their source index as seed and the source label to a .npz chunk. "
              "Image i depends on source image i and seed i alone.", out="chunk.npz",
-             shared=("batch", "device", "precision", "channels_last"),
-             changes={"batch": {"default": 256},
-                      "precision": {"default": None, "help": "fp32 or bf16 (default: the run's)"},
-                      "channels_last": {"default": None, "help": "default: the run's"}})
+             **FLOWING)
     p.add_argument("--run", required=True, type=Path, metavar="RUN_DIR",
                    help="a run trained with `prior: source`")
     p.add_argument("--source", required=True, type=Path, metavar="SHARDS",
@@ -94,8 +101,7 @@ def translate_parser(verbs) -> None:
                         "split of it, e.g. cat2dog_testA)")
     p.add_argument("--images", default=None, metavar="INDICES",
                    help="which source images, e.g. 0-49 (default: all)")
-    p.add_argument("--steps", type=int, default=None, metavar="K+kappa",
-                   help="flow steps (default: the run's sample_steps)")
+    add_steps(p)
 
 
 def _translate(args: argparse.Namespace) -> None:
