@@ -27,6 +27,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/common_applications.smk"
 
 
 # Checked once, when the workflow loads (jobs skip it: they need not import torch).
