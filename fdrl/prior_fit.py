@@ -13,7 +13,7 @@ import os
 import torch
 
 from fdrl import distributed
-from fdrl.data import one_pass, select_shards
+from fdrl.data import manifest_sha256, one_pass, select_shards
 from fdrl.io import atomic_path
 from fdrl.moments import Moments
 from fdrl.priors import GaussianPrior
@@ -42,7 +42,9 @@ def fit_prior(shards: list[str], out: str | os.PathLike, block_rows: int | None 
     prior = None
     if dist.is_main:
         mean, cov = moments.mean_and_covariance()  # the population covariance of Eq. 8
-        prior = GaussianPrior.from_moments(mean, cov, shape, count)
+        # Fitted on all of the folder's shards, the prior is that manifest's; on some, no one's.
+        fitted_on = manifest_sha256(selection.folder) if selection.files is None else None
+        prior = GaussianPrior.from_moments(mean, cov, shape, count, fitted_on)
         prior.save(out)
         if moments_out is not None:
             with atomic_path(moments_out) as tmp:

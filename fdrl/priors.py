@@ -2,7 +2,8 @@
 
 - `GaussianPrior`: the data-dependent prior N(mu_D, Sigma_D + 1e-4 I) over flattened images in
   [-1, 1] (Eq. 8), sampled through its Cholesky factor and clamped to [-1, 1]; saved as plain
-  tensors so that loading runs no code (`torch.load(..., weights_only=True)`).
+  tensors so that loading runs no code (`torch.load(..., weights_only=True)`), with the SHA-256
+  of the shard manifest it was fitted on (files of earlier versions lack it).
 - `UniformPrior`: U[-1, 1] per pixel (FDRL-UP).
 - `StandardNormalPrior`: N(0, std^2 I), for the 2-D experiments.
 - `SourcePrior`: the images of a source domain (image-to-image translation, Sec. 5.3).
@@ -28,6 +29,7 @@ from fdrl.noise import Noise
 
 JITTER = 1e-4
 _KEYS = ("mean", "cholesky", "count", "shape")
+_PROVENANCE = "manifest_sha256"
 
 
 class Prior(Protocol):
@@ -61,7 +63,8 @@ class UniformPrior:
 class GaussianPrior:
     """The data-dependent prior N(mu_D, Sigma_D + 1e-4 I), clamped to [-1, 1] (Eq. 8)."""
 
-    def __init__(self, mean: Tensor, cholesky: Tensor, shape: tuple[int, ...], count: int):
+    def __init__(self, mean: Tensor, cholesky: Tensor, shape: tuple[int, ...], count: int,
+                 manifest_sha256: str | None = None):
         d = math.prod(shape)
         if mean.shape != (d,) or cholesky.shape != (d, d):
             raise FdrlError(
@@ -71,10 +74,12 @@ class GaussianPrior:
             )
         self.mean, self.cholesky = mean, cholesky
         self.shape, self.count = tuple(int(s) for s in shape), int(count)
+        self.manifest_sha256 = manifest_sha256
 
     @classmethod
     def from_moments(
-        cls, mean: Tensor, covariance: Tensor, shape: tuple[int, ...], count: int
+        cls, mean: Tensor, covariance: Tensor, shape: tuple[int, ...], count: int,
+        manifest_sha256: str | None = None,
     ) -> "GaussianPrior":
         """The prior of a dataset with these moments; the factorization runs in float64.
 
@@ -88,10 +93,11 @@ class GaussianPrior:
             cholesky = torch.linalg.cholesky(cov)
         finally:
             diagonal.sub_(JITTER)
-        return cls(mean.float(), cholesky.float(), shape, count)
+        return cls(mean.float(), cholesky.float(), shape, count, manifest_sha256)
 
     def to(self, device: torch.device | str) -> "GaussianPrior":
-        return GaussianPrior(self.mean.to(device), self.cholesky.to(device), self.shape, self.count)
+        return GaussianPrior(self.mean.to(device), self.cholesky.to(device), self.shape, self.count,
+                             self.manifest_sha256)
 
     @property
     def covariance(self) -> Tensor:
@@ -110,6 +116,7 @@ class GaussianPrior:
             "cholesky": self.cholesky.cpu(),
             "count": torch.tensor(self.count, dtype=torch.int64),
             "shape": torch.tensor(self.shape, dtype=torch.int64),
+            **({_PROVENANCE: self.manifest_sha256} if self.manifest_sha256 else {}),
         }
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
@@ -120,13 +127,14 @@ class GaussianPrior:
         if not os.path.isfile(path):
             raise FdrlError(f"no prior at {path}: fit one with `fdrl fit-prior`")
         state = load_tensors(path, "prior file", "refit it with `fdrl fit-prior`", device)
-        if not isinstance(state, dict) or set(state) != set(_KEYS):
+        if not isinstance(state, dict) or set(state) - {_PROVENANCE} != set(_KEYS):
             raise FdrlError(
                 f"{path} is not a prior file (expected the tensors {', '.join(_KEYS)}); "
                 "refit it with `fdrl fit-prior`"
             )
         shape = tuple(int(s) for s in state["shape"].tolist())
-        return cls(state["mean"], state["cholesky"], shape, int(state["count"]))
+        return cls(state["mean"], state["cholesky"], shape, int(state["count"]),
+                   state.get(_PROVENANCE))
 
 
 class SourcePrior:

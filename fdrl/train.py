@@ -113,6 +113,10 @@ class Trainer:
         self.stream = TrainStream(self.store, cfg.batch, d.rank, d.world_size, cfg.seed,
                                   cfg.flip, cfg.dequantization)
         self.prior = build_prior(cfg, self.shape, d.device)
+        fitted_on = getattr(self.prior, "manifest_sha256", None)
+        if fitted_on not in (None, self.provenance["data_manifest_sha256"]):
+            raise FdrlError(f"the prior {cfg.prior_path} was fitted on other shards than the run's "
+                            f"data {cfg.data}; refit it with `fdrl fit-prior --shards {cfg.data}`")
         self.pair = pairing(cfg.pairing)
         self.flow_params = FlowParams(cfg.flow_steps, cfg.eta, cfg.nu)
         seed_all(cfg.seed)

@@ -22,6 +22,8 @@ def data(tmp_path_factory):
     shard("digits_blur", "unused", root / "blur", shard_size=500)
     fit_prior([str(root / "digits")], root / "prior.pt", device="cpu")
     fit_prior([str(root / "blur")], root / "other_prior.pt", device="cpu")
+    # A prior of the first shard only: of the same data, but another prior.
+    fit_prior([str(root / "digits" / "train-000000.tar")], root / "subset_prior.pt", device="cpu")
     return root
 
 
@@ -59,6 +61,17 @@ def test_a_manifest_whose_count_disagrees_with_its_shards_is_refused(data, tmp_p
     assert "says 1498 images but its shards list 500" in err and err.count("\n") == 1, err
 
 
+def test_a_prior_records_its_shards_and_training_refuses_one_of_other_data(data, tmp_path, capsys):
+    from fdrl.priors import GaussianPrior
+
+    assert GaussianPrior.load(data / "prior.pt").manifest_sha256 == manifest_sha256(data / "digits")
+    # The blurred digits' prior, given to a run on the sharp digits (the same image shape).
+    assert train(data, tmp_path / "run", prior=data / "other_prior.pt") == 1
+    err = capsys.readouterr().err
+    assert "was fitted on other shards than the run's data" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_runs_record_their_data_and_prior_and_refuse_to_resume_on_others(data, tmp_path, capsys):
     run = tmp_path / "run"
     assert train(data, run, steps=2) == 0
@@ -66,7 +79,7 @@ def test_runs_record_their_data_and_prior_and_refuse_to_resume_on_others(data, t
     assert final["provenance"] == {"data_manifest_sha256": manifest_sha256(data / "digits"),
                                    "prior_sha256": sha256(data / "prior.pt")}
     capsys.readouterr()
-    assert train(data, run, prior=data / "other_prior.pt", steps=4) == 1
+    assert train(data, run, prior=data / "subset_prior.pt", steps=4) == 1
     err = capsys.readouterr().err
     assert "trained on other data or from another prior (prior_sha256" in err and err.count("\n") == 1
     # The same data at another path resumes: the manifest, not the path, names the data.
