@@ -73,6 +73,9 @@ def load_manifest(folder: str | os.PathLike) -> Manifest:
         raise FdrlError(f"{path} says {manifest.count} images but its shards list {listed}; "
                         "rewrite the shards with `fdrl shard`")
     ds = DATASETS.get(manifest.dataset)
+    if ds is not None and manifest.shape != ds.shape:
+        raise FdrlError(f"{path} says images of shape {manifest.shape}, but {manifest.dataset}'s "
+                        f"are {ds.shape}; rewrite the shards with `fdrl shard`")
     if ds is not None and m.get("preprocess") != str(ds.preprocess):
         made = f"preprocessed as {m['preprocess']}" if "preprocess" in m else (
             "by an older fdrl that did not record its preprocessing")

@@ -73,6 +73,23 @@ def test_an_empty_dataset_folder_and_a_file_as_shard_folder(tmp_path, capsys):
     assert "is a file, not a folder" in capsys.readouterr().err
 
 
+def test_a_manifest_whose_shape_was_edited_is_refused(tmp_path, capsys):
+    import json
+
+    from fdrl.shards import shard
+
+    shard("digits", "unused", tmp_path / "shards", shard_size=1000)
+    manifest = json.loads((tmp_path / "shards" / "manifest.json").read_text())
+    manifest["shape"] = [3, 8, 8]
+    (tmp_path / "shards" / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()  # shard's progress bar
+    out = tmp_path / "prior.pt"
+    assert main(["fit-prior", "--shards", str(tmp_path / "shards"), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "says images of shape (3, 8, 8), but digits's are (1, 8, 8)" in err, err
+    assert err.count("\n") == 1 and not out.exists()
+
+
 def test_a_batch_of_zero_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:
         main(["sample", "--run", str(tmp_path), "--seeds", "0-3", "--batch", "0", "--out",
