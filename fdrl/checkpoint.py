@@ -141,8 +141,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return state
 
 
-def check_compatible(state: dict, config: dict, image_shape: tuple[int, ...], path: Path) -> None:
-    """Refuses to resume a checkpoint whose network or training settings differ from `config`."""
+def check_architecture(state: dict, config: dict, image_shape: tuple[int, ...], path: Path) -> None:
+    """Refuses a checkpoint whose network or image shape differs from what `config` builds."""
     saved = state["config"]
     arch = [k for k in ARCHITECTURE_KEYS if saved.get(k) != config.get(k)]
     if arch or tuple(state["image_shape"]) != tuple(image_shape):
@@ -152,11 +152,18 @@ def check_compatible(state: dict, config: dict, image_shape: tuple[int, ...], pa
             f"checkpoint {path} is from another architecture ({was}, images "
             f"{tuple(state['image_shape'])}); this config builds {now}, images {tuple(image_shape)}."
             " Train it in a new run folder")
+
+
+def check_compatible(state: dict, config: dict, image_shape: tuple[int, ...], path: Path) -> None:
+    """Refuses to resume a checkpoint whose network or training settings differ from `config`."""
+    check_architecture(state, config, image_shape, path)
+    saved = state["config"]
     changed = [k for k in config if k not in RESUMABLE_KEYS and saved.get(k) != config[k]]
     if changed:
         diff = "; ".join(f"{k}: {saved.get(k)!r} -> {config[k]!r}" for k in changed)
         raise FdrlError(f"checkpoint {path} was trained with other settings ({diff}); resume with "
-                        "the same config or train in a new run folder")
+                        "the same config, or start a new run from it with other settings: "
+                        "`fdrl train --fork-from CHECKPOINT --out NEW_RUN_DIR`")
 
 
 def check_provenance(state: dict, provenance: dict, path: Path) -> None:
@@ -173,8 +180,9 @@ def check_provenance(state: dict, provenance: dict, path: Path) -> None:
 
 
 def restore(state: dict, path: Path, model: nn.Module, ema: nn.Module,
-            optimizer: torch.optim.Optimizer, scheduler: object) -> None:
-    """Loads the state_dicts of a checkpoint; a mismatch of parameters is a clear error."""
+            optimizer: torch.optim.Optimizer, scheduler: object | None) -> None:
+    """Loads the state_dicts of a checkpoint (the schedule's only if `scheduler` is given); a
+    mismatch of parameters is a clear error."""
     try:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
@@ -183,7 +191,8 @@ def restore(state: dict, path: Path, model: nn.Module, ema: nn.Module,
         raise FdrlError(f"checkpoint {path} is from another architecture: "
                         f"{' '.join(first)}") from None
     optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
 
 
 def save_final(path: str | os.PathLike, *, ema: nn.Module, step: int,

@@ -146,9 +146,11 @@ class Trainer:
         if self.d.is_main:
             print(text, flush=True)
 
-    def run(self, resume: str) -> Path:
-        """Resumes (per `resume`), trains to `cfg.steps`, writes final.pt; returns its path."""
-        self._resume(resume)
+    def run(self, resume: str, fork_from: Path | None = None) -> Path:
+        """Resumes (per `resume`) or, in a folder without checkpoints, forks from `fork_from`;
+        trains to `cfg.steps`, writes final.pt; returns its path."""
+        if not self._resume(resume, fork_from) and fork_from is not None:
+            self._fork(fork_from)
         self.print0(f"fdrl train: {self.cfg.name}: {self.cfg.network} "
                     f"({count_parameters(self.model):,} parameters), {self.cfg.pairing}, "
                     f"{self.precision.dtype}{' channels-last' if self.precision.channels_last else ''}, "
@@ -180,16 +182,25 @@ class Trainer:
         step = newest[0]
         return (step, ckpt.checkpoint_path(self.checkpoints, step)) if step >= 0 else (0, None)
 
-    def _resume(self, mode: str) -> None:
+    def _resume(self, mode: str, fork_from: Path | None) -> bool:
+        """Continues from the folder's newest checkpoint, if any (then True). A forked run's
+        checkpoints carry its origin: a `fork_from` given again must be that one."""
         step, path = self._newest()
         if path is None:
-            return
+            return False
         if mode == "never":
             raise FdrlError(f"{self.out} already holds checkpoints up to step {step}: resume them "
                             "with --resume auto, or train in a new run folder")
         state = ckpt.load_checkpoint(path)
         ckpt.check_compatible(state, self.config, self.shape, path)
         ckpt.check_provenance(state, self.provenance, path)
+        origin = state["config"].get("fork_from")
+        if fork_from is not None and not _same_origin(origin, fork_from):
+            raise FdrlError(f"{self.out} already holds checkpoints of its own, not forked from "
+                            f"{fork_from}; resume it without --fork-from, or fork into a new run "
+                            "folder")
+        if origin is not None:
+            self.config["fork_from"] = origin
         if state["step"] > self.cfg.steps:
             raise FdrlError(f"{path} is past the {self.cfg.steps} steps asked for; raise steps or "
                             "--max-steps, or train in a new run folder")
@@ -202,6 +213,31 @@ class Trainer:
                         f"{self.d.world_size}: the global RNG states are not restored")
         self.step = state["step"]
         self.print0(f"resuming {self.out} from {path}")
+        return True
+
+    def _fork(self, path: Path) -> None:
+        """Starts this run from another run's checkpoint `path`: its weights, EMA, Adam moments
+        and step, with this config's settings (lr, betas, milestones, flow, data, prior: the
+        deliberate change a resume refuses); only the architecture must match. The schedule is
+        this config's at that step. config.yaml and every checkpoint record the origin."""
+        if not path.is_file():
+            raise FdrlError(f"--fork-from {path}: no such file; name a checkpoint, "
+                            "RUN_DIR/checkpoints/step-NNNNNN.pt")
+        state = ckpt.load_checkpoint(path)
+        ckpt.check_architecture(state, self.config, self.shape, path)
+        step = state["step"]
+        if step >= self.cfg.steps:
+            raise FdrlError(f"--fork-from {path} is at step {step}, not before the {self.cfg.steps} "
+                            "steps asked for; raise steps")
+        ckpt.restore(state, path, self.model, self.ema, self.optimizer, None)
+        lr = self.cfg.lr * 0.1 ** sum(m <= step for m in self.cfg.lr_milestones)
+        for group in self.optimizer.param_groups:
+            group.update(lr=lr, initial_lr=self.cfg.lr, betas=self.cfg.betas)
+        schedule = self.scheduler.state_dict()
+        self.scheduler.load_state_dict({**schedule, "last_epoch": step, "_last_lr": [lr]})
+        self.config["fork_from"] = {"checkpoint": str(path), "sha256": sha256(path), "step": step}
+        self.step = step
+        self.print0(f"forking {self.out} from {path} (step {step}) with this config's settings")
 
     def _loop(self, net: torch.nn.Module) -> None:
         meter = Meter()
@@ -233,9 +269,11 @@ class Trainer:
             kept = (f"the newest checkpoint, {found[-1][1]}, predates it" if found
                     else "no checkpoint was written")
             terms = ", ".join(f"{k} {v:.4g}" for k, v in zip(STATS, values))
+            fix = (f"Start a new run from it with a lower lr or eta: `fdrl train --config RUN.yaml "
+                   f"--fork-from {found[-1][1]} --set lr=... --out NEW_RUN_DIR`" if found else
+                   "Train again with a lower lr or eta")
             raise FdrlError(f"the loss is not finite at step {t + 1} ({terms}); training stopped "
-                            f"and {kept}. Train again in a new run folder with a lower lr or eta (a "
-                            "resumed run keeps its settings), or check the data")
+                            f"and {kept}. {fix}, or check the data")
         return values, lr
 
     def _periodic(self, meter: Meter, bar: object) -> None:
@@ -288,13 +326,25 @@ def _truncate_metrics(path: Path, step: int) -> None:
     write_text_atomic(path, "".join(keep))
 
 
+def _same_origin(origin: dict | None, path: Path) -> bool:
+    """Whether a run forked from `origin` (its config's record) was forked from `path`: the
+    same SHA-256, or the same name once the file is gone (pruned by its own run)."""
+    if origin is None:
+        return False
+    if path.is_file():
+        return sha256(path) == origin["sha256"]
+    return str(path) == origin["checkpoint"]
+
+
 def train(cfg: TrainConfig, out: str | os.PathLike, resume: str = "auto",
-          device: str | None = None) -> Path:
+          device: str | None = None, fork_from: str | os.PathLike | None = None) -> Path:
     """Trains the resolved config `cfg` (`fdrl.config.make_config`) into the run folder `out`
     (see the module docstring); returns the path of final.pt.
 
     `resume`: `auto` continues from the newest checkpoint in out/checkpoints (or starts fresh
     if there is none); `never` starts fresh and refuses a folder that already holds checkpoints.
+    `fork_from`: a checkpoint of another run to start from, with `cfg`'s settings, when `out`
+    holds no checkpoint of its own (`Trainer._fork`).
     Works alike as one process and under torchrun or submitit (one process per device).
     """
     if resume not in ("auto", "never"):
@@ -302,7 +352,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: str = "auto",
     d = distributed.init(device)
     try:
         with _sole_writer(Path(out), d):
-            return Trainer(cfg, Path(out), d).run(resume)
+            return Trainer(cfg, Path(out), d).run(resume, None if fork_from is None else Path(fork_from))
     finally:
         distributed.shutdown()
 

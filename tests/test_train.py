@@ -2,6 +2,7 @@
 stop and the architecture checks, on real shards of the 8x8 digits (resnet8, global batch 8,
 K = 3). Multi-process runs go through `torchrun --standalone` with gloo on CPU."""
 
+import json
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import yaml
 from fdrl import cli
 from fdrl.checkpoint import list_checkpoints, load_checkpoint
 from fdrl.errors import FdrlError
+from fdrl.io import sha256
 from fdrl.noise import SlicedNoise
 from fdrl.prior_fit import fit_prior
 from fdrl.shards import shard
@@ -262,10 +264,57 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(digits, tmp
 
     monkeypatch.setattr(fdrl.train, "fdrl_step", diverging)
     cfg = load_config(config(tmp_path, digits, steps=8, checkpoint_every=2, log_every=1))
-    with pytest.raises(FdrlError, match=r"not finite at step 5 .*step-000004.pt, predates it"):
+    with pytest.raises(FdrlError, match=r"not finite at step 5 .*step-000004.pt, predates it. "
+                                        r"Start a new run from it .* --fork-from \S+step-000004.pt"):
         train(cfg, tmp_path / "run")
     assert [s for s, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [2, 4]
     assert not (tmp_path / "run" / "final.pt").exists()
+    # The advice can be followed: a lower lr, from the last good checkpoint.
+    monkeypatch.setattr(fdrl.train, "fdrl_step", real)
+    lower = load_config(config(tmp_path, digits, steps=8, checkpoint_every=2, log_every=1, lr=3e-5))
+    train(lower, tmp_path / "fork", fork_from=tmp_path / "run" / "checkpoints" / "step-000004.pt")
+    assert torch.load(tmp_path / "fork" / "final.pt", weights_only=True)["step"] == 8
+
+
+def test_a_fork_with_the_same_settings_continues_the_run_bitwise(references, digits, tmp_path):
+    origin = references / "world1" / "checkpoints" / "step-000006.pt"
+    out = tmp_path / "fork"
+    run(config(tmp_path, digits), out, 1, "--fork-from", str(origin))  # the reference's threads
+    reference = load_checkpoint(references / "world1" / "checkpoints" / "step-000024.pt")
+    forked = load_checkpoint(out / "checkpoints" / "step-000024.pt")
+    for key in ("model", "ema"):
+        assert all(torch.equal(forked[key][k], v) for k, v in reference[key].items()), key
+    recorded = yaml.safe_load((out / "config.yaml").read_text())["fork_from"]
+    assert recorded == {"checkpoint": str(origin), "sha256": sha256(origin), "step": 6}
+    assert forked["config"]["fork_from"] == recorded
+
+
+def test_a_fork_takes_new_settings_and_resumes_without_the_option(references, digits, tmp_path,
+                                                                   capsys):
+    origin = references / "world1" / "checkpoints" / "step-000006.pt"
+    cfg = load_config(config(tmp_path, digits, lr=3e-5, lr_milestones=[3, 12], steps=15))
+    out = tmp_path / "fork"
+    train(cfg, out, fork_from=origin)
+    records = map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+    lrs = {r["step"]: r["lr"] for r in records}
+    assert lrs == {9: pytest.approx(3e-6), 12: pytest.approx(3e-6), 15: pytest.approx(3e-7)}
+    # Resumed (here: extended) from its own checkpoints, with or without the option; another
+    # origin is refused.
+    longer = load_config(config(tmp_path, digits, lr=3e-5, lr_milestones=[3, 12], steps=18))
+    train(longer, out)
+    assert "fork_from" in yaml.safe_load((out / "config.yaml").read_text())
+    other = references / "world1" / "checkpoints" / "step-000012.pt"
+    with pytest.raises(FdrlError, match="holds checkpoints of its own, not forked from"):
+        train(longer, out, fork_from=other)
+    # The network must stay; the fork must start before the steps asked for.
+    with pytest.raises(FdrlError, match="is from another architecture"):
+        train(load_config(config(tmp_path, digits, self_attention=True)), tmp_path / "b",
+              fork_from=origin)
+    with pytest.raises(FdrlError, match="is at step 6, not before the 6 steps asked for"):
+        train(load_config(config(tmp_path, digits, steps=6)), tmp_path / "c", fork_from=origin)
+    with pytest.raises(FdrlError, match="no such file"):
+        train(load_config(config(tmp_path, digits)), tmp_path / "d", fork_from=tmp_path / "nope.pt")
+    assert not any((tmp_path / name).exists() for name in "bcd")
 
 
 @pytest.mark.parametrize("prior", ["uniform", "source"])

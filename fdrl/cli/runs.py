@@ -27,6 +27,11 @@ def train_parser(verbs) -> None:
     p.add_argument("--resume", choices=["auto", "never"], default="auto",
                    help="auto: continue from the newest checkpoint in RUN_DIR, if any; never: "
                         "start fresh, refusing a RUN_DIR that holds checkpoints (default: %(default)s)")
+    p.add_argument("--fork-from", type=Path, default=None, metavar="CHECKPOINT",
+                   help="start this new run from another run's checkpoint (weights, EMA, Adam "
+                        "moments, step) with this config's settings: lr, eta, data or prior may "
+                        "change, the network may not. config.yaml records the checkpoint and its "
+                        "SHA-256; a resume needs the option no more")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -36,7 +41,7 @@ def _train(args: argparse.Namespace) -> None:
     sets = args.set + ([] if args.checkpoint_every is None else
                        [f"checkpoint_every={args.checkpoint_every}"])
     cfg = load_config(args.config, sets, run_dir=args.out, max_steps=args.max_steps)
-    train(cfg, args.out, args.resume, args.device)
+    train(cfg, args.out, args.resume, args.device, args.fork_from)
 
 
 # The options of the verbs that flow images with a trained run (sample, translate): the run's
