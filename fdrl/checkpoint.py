@@ -11,6 +11,7 @@ the image shape and the resolved config: what sampling needs, and nothing of the
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import re
@@ -22,7 +23,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from fdrl.errors import FdrlError
-from fdrl.io import atomic_path
+from fdrl.io import atomic_path, check_zip
 
 FORMAT = 1
 _NAME = re.compile(r"^step-(\d{6,})\.pt$")
@@ -116,21 +117,36 @@ def save_checkpoint(path: str | os.PathLike, *, step: int, model: nn.Module, ema
         "config": config,
         "provenance": provenance,
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_tensors(state, path)
+
+
+def save_tensors(obj: object, path: str | os.PathLike) -> None:
+    """`torch.save(obj)` to `path` atomically (`fdrl.io.atomic_path`). Serialized in memory, then
+    written: the file's bytes then depend on `obj` alone (saved to a path, torch names the
+    archive's root folder after the file, here a temporary name with a PID), and a failed write
+    is the OSError that says why (torch's writer reports any as "unexpected pos")."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(buffer.getbuffer())
 
 
 def load_tensors(path: str | os.PathLike, what: str, fix: str,
                  map_location: torch.device | str = "cpu") -> object:
-    """`torch.load(path, weights_only=True)`: tensors and plain containers, never code. Any
-    failure (truncated, corrupt, empty, a pickled object) is one sentence naming the file, what
-    it should have been, and `fix`."""
+    """`torch.load(path, weights_only=True)`: tensors and plain containers, never code, after
+    `check_zip`. Any failure (truncated, corrupt, empty, a pickled object) is one sentence naming
+    the file, what it should have been, and `fix`."""
     try:
+        check_zip(path)
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # every way a file can fail to load means the same to the user
-        lines = str(err).strip().splitlines()
-        why = f"{type(err).__name__}: {lines[0][:160]}" if lines else type(err).__name__
-        raise FdrlError(f"{path} is not a readable {what} ({why}); {fix}") from None
+        raise FdrlError(f"{path} is not a readable {what} ({reason(err)}); {fix}") from None
+
+
+def reason(err: Exception) -> str:
+    """An exception as a short parenthetical: its type and the first line of its message."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:160]}" if lines else type(err).__name__
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -203,8 +219,7 @@ def save_final(path: str | os.PathLike, *, ema: nn.Module, step: int,
     state = {"format": FORMAT, "step": step, "ema": ema.state_dict(),
              "image_shape": list(image_shape), "config": config, "dataset": dataset,
              "provenance": provenance}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_tensors(state, path)
 
 
 def load_final(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict:

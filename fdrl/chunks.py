@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from fdrl.errors import FdrlError
-from fdrl.io import atomic_path
+from fdrl.io import atomic_path, check_zip
 
 Paths = list[str | os.PathLike]
 
@@ -52,6 +52,7 @@ def check_chunks(paths: Paths) -> tuple[int, tuple[int, int, int]]:
         if not os.path.isfile(path):
             raise FdrlError(f"no sample chunk at {path}: run `fdrl sample` first")
         try:
+            check_zip(path)
             with zipfile.ZipFile(path) as z:
                 shape, dtype = _npy_header(z, "images")
             with np.load(path) as z:

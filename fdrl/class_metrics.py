@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from fdrl.chunks import read_chunks, read_labels
-from fdrl.classifier import load_classifier, preprocess
+from fdrl.classifier import IMAGE_SHAPE, load_classifier, preprocess
 from fdrl.data import load_manifest, one_pass, shard_labels
 from fdrl.errors import FdrlError
 from fdrl.fid import frechet_distance
@@ -85,6 +85,9 @@ def classify(classifier: str | os.PathLike, out: str | os.PathLike, samples: lis
     else:
         images, labels = _labelled_shards(shards)
         origin = {"shards": str(shards), "dataset": load_manifest(shards).dataset}
+    if tuple(images.shape[1:]) != IMAGE_SHAPE:
+        raise FdrlError(f"the images of {(samples or [shards])[0]} are {tuple(images.shape[1:])}; "
+                        f"the digits classifier takes {IMAGE_SHAPE}")
     predicted, features = _features(model, images)
     reference = None
     if real is not None:

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fdrl.checkpoint import save_tensors
 from fdrl.errors import FdrlError
-from fdrl.io import atomic_path
+from fdrl.io import check_zip
 
 ARCH = "digits-cnn"
 IMAGE_SHAPE = (1, 8, 8)
@@ -126,8 +127,7 @@ def train_classifier(out: str | os.PathLike, seed: int = 0, epochs: int = 30, ba
     if robust_eps:
         config["robust_test_accuracy"] = _accuracy(
             model, pgd_l2(model, xte, yte, robust_eps, 2 * pgd_steps), yte)
-    with atomic_path(out) as tmp:
-        torch.save({"state_dict": model.state_dict(), "config": config}, tmp)
+    save_tensors({"state_dict": model.state_dict(), "config": config}, out)
     return config
 
 
@@ -135,6 +135,7 @@ def load_classifier(path: str | os.PathLike) -> tuple[DigitsClassifier, dict]:
     """The classifier in eval mode, and its config; a file of another kind is a clear error."""
     path = Path(path)
     try:
+        check_zip(path)
         blob = torch.load(path, map_location="cpu", weights_only=True)
         config = blob["config"]
         if config["arch"] != ARCH:

@@ -40,8 +40,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fdrl.checkpoint import reason, save_tensors
 from fdrl.errors import FdrlError
-from fdrl.io import atomic_path, sha256
+from fdrl.io import atomic_path, check_zip, sha256
 from fdrl.precision import FP32, Precision
 
 PYTORCH_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -118,6 +119,7 @@ def resolve_weights(backend: str, weights: str | os.PathLike | None) -> Path:
 def _random_seed_of(path: Path, backend: str) -> int | None:
     """The seed of weights `write_random_weights` made, else None."""
     try:
+        check_zip(path)
         if backend == "clean-fid":
             with zipfile.ZipFile(path) as z:
                 hits = [n for n in z.namelist() if n.endswith(f"extra/{RANDOM_KEY}.json")]
@@ -125,12 +127,15 @@ def _random_seed_of(path: Path, backend: str) -> int | None:
         sd = torch.load(path, map_location="cpu", weights_only=True)
         return int(sd[RANDOM_KEY]) if RANDOM_KEY in sd else None
     except Exception as err:  # not a zip / not a state dict: the wrong file under the right name
-        raise FdrlError(f"{path} is not {backend}'s Inception weights file ({err!r:.200}); "
-                        "fetch it again with `fdrl fetch-weights --to DIR`") from None
+        raise _not_weights(path, backend, err) from None
 
 
-def _kind_and_name(backend: str, path: Path, digest: str, base: str) -> tuple[str, str]:
-    seed = _random_seed_of(path, backend)
+def _not_weights(path: Path, backend: str, err: Exception) -> FdrlError:
+    return FdrlError(f"{path} is not {backend}'s Inception weights file ({reason(err)}); fetch it "
+                     "again with `fdrl fetch-weights --to DIR`")
+
+
+def _kind_and_name(backend: str, seed: int | None, digest: str, base: str) -> tuple[str, str]:
     if seed is not None:
         return "random", f"{base} [RANDOM weights, seed {seed}: plumbing only, not an Inception FID]"
     prefix = PUBLISHED_PREFIX.get(backend)
@@ -232,8 +237,14 @@ def load_extractor(backend: str, weights: str | os.PathLike | None = None,
                          {"classifier_test_accuracy": config["test_accuracy"]}, precision)
     make = {"pytorch-fid": _pytorch_fid, "clean-fid": _clean_fid,
             "torchvision-inception": _torchvision_inception}[backend]
-    fn, model, base, details = make(path, device)
-    kind, name = _kind_and_name(backend, path, digest, base)
+    seed = _random_seed_of(path, backend)  # first: it checks the file's CRCs
+    try:
+        fn, model, base, details = make(path, device)
+    except FdrlError:
+        raise
+    except Exception as err:  # a state dict of other keys or shapes, a broken TorchScript file
+        raise _not_weights(path, backend, err) from None
+    kind, name = _kind_and_name(backend, seed, digest, base)
     return Extractor(backend, name, 2048, path, digest, kind, fn, precision.prepare(model), details,
                      precision)
 
@@ -303,15 +314,14 @@ def write_random_weights(to: str | os.PathLike, seed: int = 0) -> list[Path]:
     sd = _random_inception(seed)
     for name, weights in ((PYTORCH_FID_FILE, sd),
                           (TORCHVISION_FILE, _random_inception(seed, 1000, aux_logits=True))):
-        with atomic_path(to / name) as tmp:
-            torch.save({**weights, RANDOM_KEY: torch.tensor(seed)}, tmp)
+        save_tensors({**weights, RANDOM_KEY: torch.tensor(seed)}, to / name)
     # clean-fid's file is TorchScript: script pytorch-fid's Inception blocks with the same weights.
     with mock.patch.object(inception, "load_state_dict_from_url", lambda *a, **k: sd):
         blocks = inception.InceptionV3([3]).blocks
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notices
         scripted = torch.jit.script(_TorchScriptInception(nn.Sequential(*blocks, nn.Flatten())).eval())
-        with atomic_path(to / CLEAN_FID_FILE) as tmp:
+        with atomic_path(to / CLEAN_FID_FILE) as tmp, open(tmp, "wb") as f:  # as save_tensors
             marker = {f"{RANDOM_KEY}.json": json.dumps({"seed": seed})}
-            torch.jit.save(scripted, str(tmp), _extra_files=marker)
+            torch.jit.save(scripted, f, _extra_files=marker)
     return [to / WEIGHT_FILES[backend] for backend in WEIGHT_FILES]

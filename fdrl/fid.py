@@ -28,7 +28,7 @@ from fdrl.data import manifest_sha256, one_pass, select_shards
 from fdrl.datasets import DATASETS
 from fdrl.errors import FdrlError
 from fdrl.features import Extractor, load_extractor
-from fdrl.io import atomic_path, sha256, write_text_atomic
+from fdrl.io import atomic_path, check_zip, sha256, write_text_atomic
 from fdrl.moments import Moments
 from fdrl.precision import FP32, Precision
 from fdrl.progress import progress
@@ -76,16 +76,21 @@ def write_reference(out: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray, c
 def load_reference(path: str | os.PathLike) -> dict:
     """A reference file as a dict: mu, sigma (float64), count, and its string fields."""
     try:
+        check_zip(path)
         with np.load(path) as z:
             ref = {k: z[k] for k in z.files}
         ref = {k: (v.item() if v.ndim == 0 and k != "count" else v) for k, v in ref.items()}
         ref["count"] = int(ref["count"])
         missing = [k for k in ("mu", "sigma", "image_shape", *IDENTITY) if k not in ref]
-    except (OSError, ValueError, zipfile.BadZipFile, KeyError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
         raise FdrlError(f"{path} is not a reference statistics file ({err}); make it with "
                         "`fdrl fid-ref`") from None
     if missing:
         raise FdrlError(f"{path} lacks {', '.join(missing)}: not made by `fdrl fid-ref`; remake it")
+    dim = ref["mu"].shape
+    if len(dim) != 1 or ref["sigma"].shape != dim * 2:
+        raise FdrlError(f"{path} holds a mean of shape {dim} and a covariance of shape "
+                        f"{ref['sigma'].shape}, not (d,) and (d, d); remake it with `fdrl fid-ref`")
     return ref
 
 
@@ -147,6 +152,9 @@ def check_reference(ref: dict, ref_path, backend: str, extractor: Extractor | No
         raise FdrlError(f"{ref_path} was made with backend {ref['backend']}, not {backend}: make "
                         f"the reference with `fdrl fid-ref --backend {backend}`")
     if extractor is not None:
+        if ref["mu"].shape != (extractor.dim,):
+            raise FdrlError(f"{ref_path} holds statistics of {ref['mu'].shape[0]}-d features, "
+                            f"{backend}'s are {extractor.dim}-d; remake it with `fdrl fid-ref`")
         mine = extractor.describe()
         for key in IDENTITY[1:]:
             if ref[key] != mine[key]:
@@ -200,8 +208,9 @@ def fid(ref_path: str | os.PathLike, backend: str, out: str | os.PathLike,
                                "shard_files": selection.file_names}}
     ref_shape = tuple(json.loads(ref["image_shape"]))
     if shape != ref_shape:
-        raise FdrlError(f"the images are {shape}, the reference {ref_path} was made from "
-                        f"{ref_shape} images")
+        named = samples[0] if samples else held_out[0]
+        raise FdrlError(f"the images of {named}{' and the rest' if len(samples) > 1 else ''} are "
+                        f"{shape}, the reference {ref_path} was made from {ref_shape} images")
     dist = distributed.init(device)
     extractor = load_extractor(backend, weights, dist.device, precision)
     check_reference(ref, ref_path, backend, extractor)

@@ -13,8 +13,8 @@ import os
 import torch
 
 from fdrl import distributed
+from fdrl.checkpoint import save_tensors
 from fdrl.data import manifest_sha256, one_pass, select_shards
-from fdrl.io import atomic_path
 from fdrl.moments import Moments
 from fdrl.priors import GaussianPrior
 from fdrl.progress import progress
@@ -47,8 +47,7 @@ def fit_prior(shards: list[str], out: str | os.PathLike, block_rows: int | None 
         prior = GaussianPrior.from_moments(mean, cov, shape, count, fitted_on)
         prior.save(out)
         if moments_out is not None:
-            with atomic_path(moments_out) as tmp:
-                torch.save({"mean": mean.cpu(), "covariance": cov.cpu(),
-                            "count": torch.tensor(count)}, tmp)
+            save_tensors({"mean": mean.cpu(), "covariance": cov.cpu(),
+                          "count": torch.tensor(count)}, moments_out)
     distributed.barrier()
     return prior

@@ -22,9 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fdrl.checkpoint import load_tensors
+from fdrl.checkpoint import load_tensors, save_tensors
 from fdrl.errors import FdrlError
-from fdrl.io import atomic_path
 from fdrl.noise import Noise
 
 JITTER = 1e-4
@@ -118,8 +117,7 @@ class GaussianPrior:
             "shape": torch.tensor(self.shape, dtype=torch.int64),
             **({_PROVENANCE: self.manifest_sha256} if self.manifest_sha256 else {}),
         }
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+        save_tensors(state, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> "GaussianPrior":

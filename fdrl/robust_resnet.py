@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fdrl.checkpoint import save_tensors
 from fdrl.errors import FdrlError
-from fdrl.io import atomic_path
+from fdrl.io import check_zip
 
 # The "Pretrained models" list of https://github.com/MadryLab/robustness (README.rst), entry
 # "CIFAR L2-norm (ResNet50): eps = 1.0".
@@ -130,8 +131,7 @@ def write_robust_cifar_checkpoint(model: RobustCifarClassifier, path: str | os.P
     for prefix, part in (("module.normalizer.", norm), ("module.model.", net),
                          ("module.attacker.normalize.", norm), ("module.attacker.model.", net)):
         state.update({prefix + k: v for k, v in part.items()})
-    with atomic_path(path) as tmp:
-        torch.save({"model": state, "epoch": int(epoch)}, tmp)
+    save_tensors({"model": state, "epoch": int(epoch)}, path)
 
 
 def _not_a_checkpoint(path: Path, err: Exception) -> FdrlError:
@@ -144,6 +144,7 @@ def _read_state_dict(path: Path) -> dict:
     if not path.is_file():
         raise FdrlError(f"{path} does not exist; download {_WHERE} and pass its path")
     try:
+        check_zip(path)
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL (\S+)", str(err))

@@ -53,9 +53,10 @@ def _holder(path: Path) -> str:
 def run_lock(folder: str | os.PathLike, wait: float = 0.0) -> Iterator[None]:
     """Holds the exclusive lock of the run folder `folder` (created if needed) for the block;
     waits up to `wait` seconds for it, then raises an FdrlError naming the holder. A folder the
-    lock created is removed again if the block fails before writing anything into it."""
+    lock created (with the parents it created) is removed again if the block fails before
+    writing anything into it."""
     folder = Path(folder)
-    created = not folder.exists()
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
     f = open(path, "a+")
@@ -88,7 +89,8 @@ def run_lock(folder: str | os.PathLike, wait: float = 0.0) -> Iterator[None]:
         except BaseException:
             if created and [p.name for p in folder.iterdir()] == [LOCK_NAME]:
                 path.unlink()
-                folder.rmdir()
+                for made in created:  # innermost first; each now empty
+                    made.rmdir()
             raise
     finally:
         f.close()  # releases the lock

@@ -86,7 +86,12 @@ class Sampler:
         chosen = Precision(own.dtype if precision is None else precision,
                            own.channels_last if channels_last is None else channels_last)
         model = chosen.prepare(build_model(cfg, shape).to(device))
-        model.load_state_dict(state["ema"])
+        try:
+            model.load_state_dict(state["ema"])
+        except RuntimeError as err:
+            raise FdrlError(f"{run}/final.pt holds weights of another network than its config "
+                            f"names ({str(err).strip().splitlines()[-1].strip()[:160]}); train "
+                            "the run again (`fdrl train`)") from None
         steps = cfg.sample_steps if steps is None else steps
         if steps < 0:
             raise FdrlError(f"--steps must not be negative, got {steps}")

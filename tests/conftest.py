@@ -1,4 +1,5 @@
-"""What several test files share: reading the progress bars a verb wrote to stderr."""
+"""What several test files share: reading the progress bars a verb wrote to stderr, and seeded
+random Inception weights (made once a session: about 10 s of CPU)."""
 
 import re
 from pathlib import Path
@@ -35,3 +36,14 @@ def bar_states():
 def rank_stderr():
     """`stderr_of_rank`, for a test that runs a verb under torchrun."""
     return stderr_of_rank
+
+
+@pytest.fixture(scope="session")
+def random_weights(tmp_path_factory):
+    """A folder of seeded random weights for the three Inception backends, under the libraries'
+    file names (`fdrl.features.write_random_weights`)."""
+    from fdrl.features import write_random_weights
+
+    folder = tmp_path_factory.mktemp("weights")
+    write_random_weights(folder, seed=0)
+    return folder

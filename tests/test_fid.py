@@ -18,7 +18,7 @@ from fdrl.cli import main
 from fdrl.datasets import dataset
 from fdrl.errors import FdrlError
 from fdrl.features import (CLEAN_FID_FILE, TORCHVISION_FILE, WEIGHT_FILES, load_extractor,
-                           resolve_weights, write_random_weights)
+                           resolve_weights)
 from fdrl.fid import fid, fid_ref, frechet_distance, load_reference, write_reference
 from fdrl.io import sha256
 from fdrl.moments import Moments
@@ -55,13 +55,6 @@ def classifier(tmp_path_factory):
     path = tmp_path_factory.mktemp("classifier") / "classifier.pt"
     assert main(["train-classifier", "--out", str(path)]) == 0
     return path
-
-
-@pytest.fixture(scope="module")
-def random_weights(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("weights")
-    write_random_weights(folder, seed=0)
-    return folder
 
 
 def features(n, d, shift, seed):

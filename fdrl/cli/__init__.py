@@ -53,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     except FdrlError as err:
         print(f"fdrl {args.verb}: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # an appended log, a folder: writes outside `fdrl.io.atomic_path`
+        from fdrl.io import NO_ROOM, no_room
+
+        if err.errno not in NO_ROOM:
+            raise
+        print(f"fdrl {args.verb}: error: {no_room(err.filename, err)}", file=sys.stderr)
+        return 1
     finally:
         # Leave the process group before exit: a rank that exits inside it (gloo's threads still
         # up) can be aborted by std::terminate, failing the whole torchrun job.
