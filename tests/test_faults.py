@@ -1,0 +1,337 @@
+"""Fault injection: each long verb killed with SIGKILL at seeded random moments, then rerun.
+
+For each verb (`train` under 1 and 2 processes, `fit-prior`, `sample`, `fid-ref`, `fid`) an
+uninterrupted baseline runs first. The same command then runs in another folder and is killed,
+with its whole process tree (torchrun's agent and workers too, as `scancel` or a lost node would),
+`len(KILLS[verb])` times: at a random moment of the work it has left, or, for `train`, the
+moment a checkpoint's temporary file appears (while it is being written). Each kill is followed
+by the same command again; the last one runs to the end. Asserted:
+
+- after every kill, each file under its final name is byte for byte the baseline's: nothing
+  half-written, nor anything else, is ever visible under a finished name;
+- after the last run, the folder holds exactly the baseline's files, byte for byte (the
+  records of `metrics.jsonl` without their timings): the results are bitwise those of an
+  uninterrupted run, and no temporary file is left behind.
+
+21 kills in all, in about 2-3 minutes on 2 cores. `FDRL_FAULT_ROUNDS=N` repeats every verb's
+kills N times with other seeds (21 N kills), for a longer search.
+"""
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from fdrl.classifier import train_classifier
+from fdrl.prior_fit import fit_prior
+from fdrl.shards import shard
+
+pytestmark = pytest.mark.slow
+
+ROUNDS = int(os.environ.get("FDRL_FAULT_ROUNDS", "1"))
+STEPS, EVERY = 100, 10
+KILLS = {  # "moment": a random moment of the remaining work; "checkpoint": while writing one
+    "train": ["moment", "checkpoint"] * 3,
+    "train x2": ["moment", "checkpoint", "moment"],
+    "fit-prior": ["moment"] * 3,
+    "sample": ["moment"] * 3,
+    "fid-ref": ["moment"] * 3,
+    "fid": ["moment"] * 3,
+}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+FDRL = [sys.executable, "-m", "fdrl"]
+TEMP = re.compile(r"^\..+\.tmp$")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Digits shards, their prior, a training config and a (one-epoch) digits classifier."""
+    root = tmp_path_factory.mktemp("inputs")
+    shard("digits", "unused", root / "shards", shard_size=1000)
+    fit_prior([str(root / "shards")], root / "prior.pt", device="cpu")
+    train_classifier(root / "classifier.pt", epochs=1)
+    (root / "run.yaml").write_text(yaml.safe_dump({
+        "network": "mlp_digits", "pairing": "lsif-pearson", "steps": STEPS, "batch": 64,
+        "lr": 1e-4, "flow_steps": 5, "sample_steps": 10, "eta": 1.0, "nu": 0.01, "seed": 3,
+        "log_every": 5, "sample_every": 40, "checkpoint_every": EVERY, "keep_checkpoints": 0,
+        "data": str(root / "shards"), "prior": "data", "prior_path": str(root / "prior.pt")}))
+    return root
+
+
+def commands(inputs: Path, base: Path) -> dict:
+    """Each verb's command, writing into the folder OUT it is given (`base`: the baselines)."""
+    cls = ["--backend", "classifier", "--weights", str(inputs / "classifier.pt")]
+    train = ["train", "--config", str(inputs / "run.yaml"), "--device", "cpu", "--out"]
+    return {
+        "train": lambda out: [*FDRL, *train, str(out / "run")],
+        "train x2": lambda out: [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                 "--nproc_per_node", "2", "-m", "fdrl", *train, str(out / "run")],
+        "fit-prior": lambda out: [*FDRL, "fit-prior", "--shards", str(inputs / "shards"),
+                                  "--device", "cpu", "--out", str(out / "prior.pt")],
+        "sample": lambda out: [*FDRL, "sample", "--run", str(base / "train" / "run"), "--seeds",
+                               "0-2999", "--batch", "300", "--device", "cpu",
+                               "--out", str(out / "chunk.npz")],
+        "fid-ref": lambda out: [*FDRL, "fid-ref", "--shards", str(inputs / "shards"), *cls,
+                                "--device", "cpu", "--out", str(out / "ref.npz")],
+        "fid": lambda out: [*FDRL, "fid", "--samples", str(base / "sample" / "chunk.npz"), "--ref",
+                            str(base / "fid-ref" / "ref.npz"), *cls, "--device", "cpu",
+                            "--out", str(out / "fid.json")],
+    }
+
+
+def descendants(pid: int) -> list[int]:
+    """The ids of every process below `pid` (Linux /proc)."""
+    children = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+        except OSError:
+            continue
+        children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def kill_tree(proc: subprocess.Popen) -> bool:
+    """SIGKILLs `proc` and every process below it, and waits until all are gone; False if
+    `proc` had already ended."""
+    pids = [proc.pid, *descendants(proc.pid)]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    killed = proc.wait() == -signal.SIGKILL
+    deadline = time.monotonic() + 30
+    for pid in pids[1:]:  # the workers: gone, or zombies awaiting their reaper
+        while time.monotonic() < deadline:
+            try:
+                if open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            except OSError:
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError(f"process {pid} outlived SIGKILL")
+    return killed
+
+
+class Attempt:
+    """One run of a command; `working` is set when its progress bar first draws (the verb's
+    work begins: imports, argument checks and loading are done)."""
+
+    def __init__(self, argv: list[str], log: Path):
+        self.log = open(log, "ab")
+        self.proc = subprocess.Popen(argv, env=ENV, stdout=self.log, stderr=subprocess.PIPE)
+        self.working, self.working_since, self.stderr = threading.Event(), None, b""
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for block in iter(lambda: self.proc.stderr.read1(4096), b""):
+            self.stderr += block
+            if not self.working.is_set() and b"%|" in self.stderr:
+                self.working_since = time.monotonic()
+                self.working.set()
+
+    def finish(self) -> str:
+        self.proc.wait()
+        self.reader.join()
+        self.log.close()
+        return self.stderr.decode(errors="replace")
+
+
+def log(folder: Path) -> Path:
+    """Where a folder's attempts write their stdout: beside it, not in it."""
+    return folder.parent / f"{folder.name}.log"
+
+
+def final_files(folder: Path) -> dict[str, Path]:
+    """The files under their final names (relative path -> path), without the run lock."""
+    return {str(p.relative_to(folder)): p for p in folder.rglob("*")
+            if p.is_file() and not TEMP.match(p.name) and p.name != ".lock"}
+
+
+def temps(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if TEMP.match(p.name)]
+
+
+def records(path: Path) -> list[dict]:
+    """metrics.jsonl without its timings (the only part of a run that is not reproducible)."""
+    timing = ("seconds_per_step", "images_per_second")
+    return [{k: v for k, v in json.loads(line).items() if k not in timing}
+            for line in path.read_text().splitlines()]
+
+
+def equal(a: object, b: object) -> bool:
+    """Equal content: tensors of the same dtype and shape, bit for bit; the rest by ==."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and \
+            torch.equal(*(t.contiguous().view(-1).view(torch.uint8) for t in (a, b)))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(equal, a, b))
+    return a == b
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """The same bytes; for torch files, the same content (pickle's bytes depend on the order in
+    which dicts were filled, which a resume changes: Adam's state is loaded, not built)."""
+    if a.suffix == ".pt":
+        return equal(torch.load(a, weights_only=True), torch.load(b, weights_only=True))
+    return a.read_bytes() == b.read_bytes()
+
+
+def assert_same_as_baseline(folder: Path, base: Path, complete: bool) -> None:
+    """Every file under a final name is the baseline's (all of them if `complete`)."""
+    mine, theirs = final_files(folder), final_files(base)
+    assert set(mine) <= set(theirs), f"not in the baseline: {sorted(set(mine) - set(theirs))}"
+    for name, path in mine.items():
+        if name.endswith("metrics.jsonl"):  # appended line by line, cut to the resume point
+            if complete:
+                assert records(path) == records(theirs[name]), name
+        else:
+            assert same_file(path, theirs[name]), f"{name} differs from the baseline"
+    if complete:
+        assert set(mine) == set(theirs), f"missing: {sorted(set(theirs) - set(mine))}"
+        assert not temps(folder), f"temporary files left: {temps(folder)}"
+
+
+def newest_checkpoint(folder: Path) -> int:
+    steps = [int(p.name[5:11]) for p in (folder / "run" / "checkpoints").glob("step-*.pt")]
+    return max(steps, default=0)
+
+
+def wait_for_checkpoints(attempt: Attempt, folder: Path, n: int, written: bool) -> bool:
+    """Waits until this attempt has begun writing (`written`: finished writing) its `n`-th
+    checkpoint; False if it ended first. Polls every half millisecond: a checkpoint of the test's
+    network takes a few milliseconds to write."""
+    checkpoints, before, seen = folder / "run" / "checkpoints", newest_checkpoint(folder), set()
+    pattern = re.compile(r"^step-(\d+)\.pt$" if written else r"^\.step-(\d+)\.pt\..+\.tmp$")
+    while attempt.proc.poll() is None:
+        names = os.listdir(checkpoints) if checkpoints.is_dir() else []
+        seen |= {int(m.group(1)) for m in map(pattern.match, names) if m and int(m.group(1)) > before}
+        if len(seen) >= n:
+            return True
+        time.sleep(0.0005)
+    return False
+
+
+def trigger(kind: str, verb: str, attempt: Attempt, folder: Path, work: float, misses: int,
+            rng: random.Random) -> bool:
+    """Waits for the moment to kill `attempt`; False if it ended first.
+
+    `checkpoint`: while it writes its 1st, 2nd or 3rd checkpoint. `moment`, for `train`: a random
+    moment of the interval after its 0th, 1st or 2nd checkpoint (the run then still has work
+    left); for other verbs: a random moment of the first 70% of the work (shorter after a miss)."""
+    if verb.startswith("train"):
+        left = (STEPS - newest_checkpoint(folder)) // EVERY
+        if kind == "checkpoint":
+            return wait_for_checkpoints(attempt, folder, min(rng.randint(1, 3), left), False)
+        n = min(rng.randint(0, 2), left - 1)
+        if n and not wait_for_checkpoints(attempt, folder, n, True):
+            return False
+        delay = rng.uniform(0, 1) * work * EVERY / STEPS
+    else:
+        delay = rng.uniform(0.05, 0.7) * work * 0.5 ** misses
+    assert attempt.working.wait(300) or attempt.proc.poll() is not None
+    time.sleep(delay)
+    return attempt.proc.poll() is None
+
+
+def kill_and_rerun(verb: str, command, folder: Path, base: Path, work: float,
+                   rng: random.Random) -> dict:
+    """Kills `command` (writing into `folder`) per KILLS[verb], checking the folder after each
+    kill, then runs it to the end; returns the tally. An attempt that ends before its kill
+    must have left the baseline's files; another is killed sooner in its place."""
+    tally, plan = {"kills": 0, "mid_write": 0, "misses": 0}, list(KILLS[verb])
+    while plan:
+        attempt = Attempt(command(folder), log(folder))
+        killed = trigger(plan[0], verb, attempt, folder, work, tally["misses"], rng) and \
+            kill_tree(attempt.proc)
+        err = attempt.finish()
+        if not killed:
+            assert attempt.proc.returncode == 0, err[-2000:]
+            assert_same_as_baseline(folder, base, complete=True)
+            tally["misses"] += 1
+            assert tally["misses"] <= 5 and not verb.startswith("train"), tally
+            continue
+        tally["kills"] += 1
+        tally["mid_write"] += plan.pop(0) == "checkpoint" and any(
+            p.name.startswith(".step-") for p in temps(folder))
+        assert_same_as_baseline(folder, base, complete=False)
+    last = Attempt(command(folder), log(folder))
+    err = last.finish()
+    assert last.proc.returncode == 0, err[-2000:]
+    assert_same_as_baseline(folder, base, complete=True)
+    return tally
+
+
+def baseline(command, folder: Path) -> float:
+    """Runs `command` uninterrupted into `folder`; returns how long its work took (from its
+    progress bar's first draw to its exit)."""
+    attempt = Attempt(command(folder), log(folder))
+    err = attempt.finish()
+    assert attempt.proc.returncode == 0, err[-2000:]
+    assert attempt.working.is_set(), err[-2000:]
+    return time.monotonic() - attempt.working_since
+
+
+def test_every_long_verb_survives_sigkill_bitwise(inputs, tmp_path):
+    base, killed = tmp_path / "baseline", tmp_path / "killed"
+    cmds = commands(inputs, base)
+    for verb in cmds:
+        (base / verb).mkdir(parents=True)
+        (killed / verb).mkdir(parents=True)
+    work, ready = {}, {verb: threading.Event() for verb in cmds}
+
+    def run_baseline(verb):
+        work[verb] = baseline(cmds[verb], base / verb)
+        ready[verb].set()
+
+    def run_kills(verb):
+        assert ready[verb].wait(600), f"the {verb} baseline did not finish"
+        tallies = []
+        for r in range(ROUNDS):
+            folder = killed / verb / f"round{r}"
+            folder.mkdir()
+            rng = random.Random(f"{verb} {r}")
+            tallies.append(kill_and_rerun(verb, cmds[verb], folder, base / verb,
+                                          work[verb], rng))
+        return verb, tallies
+
+    # Two lanes for two cores, of about equal length; the baselines a command reads come first.
+    def lane_a():
+        for verb in ("train", "sample", "fid-ref", "fid", "fit-prior"):
+            run_baseline(verb)
+        return [run_kills(verb) for verb in ("sample", "fid-ref", "fid", "fit-prior")]
+
+    def lane_b():
+        run_baseline("train x2")
+        return [run_kills("train x2"), run_kills("train")]
+
+    with ThreadPoolExecutor(2) as pool:
+        results = [r for lane in (pool.submit(lane_a), pool.submit(lane_b)) for r in lane.result()]
+    kills = {verb: sum(t["kills"] for t in tallies) for verb, tallies in results}
+    mid_write = sum(t["mid_write"] for _, tallies in results for t in tallies)
+    misses = sum(t["misses"] for _, tallies in results for t in tallies)
+    print(f"fault injection: {sum(kills.values())} kills ({kills}), {mid_write} during a "
+          f"checkpoint write, {misses} attempts ended before their kill, mismatches: 0")
+    assert sum(kills.values()) >= 20 * ROUNDS and all(kills.values()), kills
+    assert mid_write >= 1, "no kill landed while a checkpoint was being written"
