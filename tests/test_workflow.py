@@ -197,7 +197,7 @@ def check_applications(root):
     assert [(r["method"], r["backend"]) for r in rows[2:]] == [
         *(("FDRL translation", b) for b in backends),
         *(("untranslated source images (baseline)", b) for b in backends)]
-    assert all(r["n_samples"] == "25" and 0 <= float(r["labels_kept"]) <= 1 for r in rows[2:])
+    assert all(r["n_samples"] == "10" and 0 <= float(r["labels_kept"]) <= 1 for r in rows[2:])
     # class_conditional.csv: every class and a mean, per setting of the trade-off and the
     # standard guide.
     with open(root / "class_conditional.csv", newline="") as f:
@@ -238,11 +238,11 @@ def test_smoke_dag_end_to_end(tmp_path):
     assert all(float(r["fid"]) >= 0 and r["n_samples"] == "8" for r in rows)
     assert all("RANDOM" in r["feature_extractor"] for r in rows if r["backend"] != "classifier")
     assert rows[-1]["method"] == "prior samples, no flow" and rows[-1]["flow_steps"] == "0"
-    # Then the held-out digits' real images (their first 25-image shard), every backend.
+    # Then the held-out digits' real images (their first 10-image shard), every backend.
     with open(root / "table1.csv", newline="") as f:
         real = [r for r in csv.DictReader(f) if "held out" in r["method"]]
     assert [(r["method"], r["dataset"], r["backend"], r["n_samples"]) for r in real] == [
-        ("real images of digits_test (held out, no model)", "digits", b, "25")
+        ("real images of digits_test (held out, no model)", "digits", b, "10")
         for b in ("classifier", "torchvision-inception", "pytorch-fid", "clean-fid")]
     for run in runs:
         assert (root / "figures" / f"fig4_samples_{run}.png").exists()

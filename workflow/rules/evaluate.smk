@@ -15,8 +15,11 @@ rule train_classifier:
     threads: job_threads("small")
     resources:
         **job_resources("small"),
+    params:
+        epochs=config["evaluation"]["classifier_epochs"],
     shell:
-        "OMP_NUM_THREADS={threads} fdrl train-classifier --out {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} fdrl train-classifier --epochs {params.epochs} --out {output}"
+        " > {log} 2>&1"
 
 
 rule random_inception_weights:
