@@ -107,10 +107,12 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def kill_tree(proc: subprocess.Popen) -> bool:
-    """SIGKILLs `proc` and every process below it, and waits until all are gone; False if
+def kill_tree(proc: subprocess.Popen, known: list[int]) -> bool:
+    """SIGKILLs `proc` and every process below it (`known` first, at once: a checkpoint write
+    lasts milliseconds, a scan of /proc about as long), and waits until all are gone; False if
     `proc` had already ended."""
-    pids = [proc.pid, *descendants(proc.pid)]
+    pids = [proc.pid, *known]
+    pids += [pid for pid in descendants(proc.pid) if pid not in pids]
     for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -139,6 +141,7 @@ class Attempt:
         self.log = open(log, "ab")
         self.proc = subprocess.Popen(argv, env=ENV, stdout=self.log, stderr=subprocess.PIPE)
         self.working, self.working_since, self.stderr = threading.Event(), None, b""
+        self.tree: list[int] = []  # the processes below it once it works (torchrun's workers)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -147,6 +150,7 @@ class Attempt:
             self.stderr += block
             if not self.working.is_set() and b"%|" in self.stderr:
                 self.working_since = time.monotonic()
+                self.tree = descendants(self.proc.pid)
                 self.working.set()
 
     def finish(self) -> str:
@@ -264,7 +268,7 @@ def kill_and_rerun(verb: str, command, folder: Path, base: Path, work: float,
     while plan:
         attempt = Attempt(command(folder), log(folder))
         killed = trigger(plan[0], verb, attempt, folder, work, tally["misses"], rng) and \
-            kill_tree(attempt.proc)
+            kill_tree(attempt.proc, attempt.tree)
         err = attempt.finish()
         if not killed:
             assert attempt.proc.returncode == 0, err[-2000:]
