@@ -124,7 +124,7 @@ def _random_seed_of(path: Path, backend: str) -> int | None:
             with zipfile.ZipFile(path) as z:
                 hits = [n for n in z.namelist() if n.endswith(f"extra/{RANDOM_KEY}.json")]
                 return json.loads(z.read(hits[0]))["seed"] if hits else None
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # the marker alone
         return int(sd[RANDOM_KEY]) if RANDOM_KEY in sd else None
     except Exception as err:  # not a zip / not a state dict: the wrong file under the right name
         raise _not_weights(path, backend, err) from None
