@@ -284,6 +284,8 @@ def kill_and_rerun(verb: str, command, folder: Path, base: Path, work: float,
     err = last.finish()
     assert last.proc.returncode == 0, err[-2000:]
     assert_same_as_baseline(folder, base, complete=True)
+    if verb.startswith("train"):  # and the reruns said where they resumed
+        assert re.search(r"resuming .+ from .+/step-\d{6}\.pt", log(folder).read_text())
     return tally
 
 
