@@ -71,6 +71,23 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_gather_rows(t: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows (n_r, d) of `t`, concatenated in rank order, on every rank (itself in a
+    single process). Ranks may hold different numbers of rows: each sends its rows padded to the
+    largest count."""
+    if not dist.is_initialized():
+        return t
+    world = dist.get_world_size()
+    counts = [torch.zeros((), dtype=torch.int64, device=t.device) for _ in range(world)]
+    dist.all_gather(counts, torch.tensor(len(t), dtype=torch.int64, device=t.device))
+    counts = [int(c) for c in counts]
+    padded = t.new_zeros((max(counts), *t.shape[1:]))
+    padded[:len(t)] = t
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:count] for part, count in zip(parts, counts)])
+
+
 def from_main(obj: object) -> object:
     """Rank 0's `obj` on every rank (itself in a single process): one choice for all ranks."""
     if dist.is_initialized():

@@ -33,7 +33,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 from unittest import mock
 
 import numpy as np
@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from fdrl.checkpoint import reason, save_tensors
 from fdrl.errors import FdrlError
 from fdrl.io import atomic_path, check_zip, sha256
+from fdrl.names import FID_BACKENDS
 from fdrl.precision import FP32, Precision
 
 PYTORCH_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -94,7 +95,7 @@ def resolve_weights(backend: str, weights: str | os.PathLike | None) -> Path:
     else the library's cache. Missing: an error naming every place looked and the way out."""
     if backend == "classifier":
         if weights is None or not Path(weights).is_file():
-            where = "no --weights was given" if weights is None else f"{weights} does not exist"
+            where = "no --weights was given" if weights is None else f"{weights} is not a file"
             raise FdrlError(f"the classifier backend needs the digits classifier's file ({where}); "
                             "make it with `fdrl train-classifier --out classifier.pt` and pass "
                             "--weights classifier.pt")
@@ -114,6 +115,28 @@ def resolve_weights(backend: str, weights: str | os.PathLike | None) -> Path:
         f"{', '.join(map(str, looked))}. Compute nodes have no internet: on a machine that has, "
         f"run `fdrl fetch-weights --to DIR`, copy DIR here and pass --weights DIR (or put the "
         f"file in {cache_dir(backend)})")
+
+
+def weights_by_backend(backends: Sequence[str], given: Sequence[str] = ()) -> dict[str, Path | None]:
+    """The weights of each backend from `--weights` values: `BACKEND=PATH` gives that backend's,
+    a plain `PATH` (at most one) every other backend's; a backend given none loads from the
+    library's cache (None)."""
+    named, plain = {}, []
+    for text in given:
+        backend, sep, path = text.partition("=")
+        if not (sep and backend in FID_BACKENDS):
+            plain.append(Path(text))
+        elif backend not in backends:
+            raise FdrlError(f"--weights {text} names {backend}, which is not among --backend "
+                            f"{' '.join(backends)}; drop it or add the backend")
+        elif backend in named:
+            raise FdrlError(f"--weights names {backend} twice; give each backend's weights once")
+        else:
+            named[backend] = Path(path)
+    if len(plain) > 1:
+        raise FdrlError(f"--weights takes at most one plain PATH (for every backend), got "
+                        f"{len(plain)}; name each one's backend, as --weights BACKEND=PATH")
+    return {backend: named.get(backend, plain[0] if plain else None) for backend in backends}
 
 
 def _random_seed_of(path: Path, backend: str) -> int | None:

@@ -1,12 +1,11 @@
-"""FID: the Frechet distance against pytorch-fid and clean-fid, reference statistics, the four
-backends end to end (Inception with seeded random weights made here), held-out real images, the
-float-versus-uint8 bench, and the clear errors."""
+"""FID: reference statistics, the four backends end to end and one process serving several
+(Inception with seeded random weights made here), held-out real images, the float-versus-uint8
+bench, and the clear errors. The Frechet distance itself: tests/test_frechet.py."""
 
 import json
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +18,8 @@ from fdrl.datasets import dataset
 from fdrl.errors import FdrlError
 from fdrl.features import (CLEAN_FID_FILE, TORCHVISION_FILE, WEIGHT_FILES, load_extractor,
                            resolve_weights)
-from fdrl.fid import fid, fid_ref, frechet_distance, load_reference, write_reference
+from fdrl.fid import fid, fid_ref, load_reference, write_reference
 from fdrl.io import sha256
-from fdrl.moments import Moments
 from fdrl.shards import shard
 
 
@@ -55,93 +53,6 @@ def classifier(tmp_path_factory):
     path = tmp_path_factory.mktemp("classifier") / "classifier.pt"
     assert main(["train-classifier", "--out", str(path)]) == 0
     return path
-
-
-def features(n, d, shift, seed):
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) / np.sqrt(d) + shift
-
-
-# --- the Frechet distance --------------------------------------------------------------------
-
-def test_frechet_distance_equals_pytorch_fid_and_clean_fid():
-    from cleanfid.fid import fid_from_feats, frechet_distance as clean_fd
-    from pytorch_fid.fid_score import calculate_frechet_distance
-
-    f1, f2 = features(400, 32, 0.0, 1), features(300, 32, 0.3, 2)
-    stats = [(f.mean(0), np.cov(f, rowvar=False)) for f in (f1, f2)]
-    ours = frechet_distance(*stats[0], *stats[1])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # their sqrtm(disp=False)
-        theirs = [calculate_frechet_distance(*stats[0], *stats[1]),
-                  clean_fd(*stats[0], *stats[1]), fid_from_feats(f1, f2)]
-    assert ours > 1
-    np.testing.assert_allclose(theirs, ours, rtol=1e-12)
-    # A few images in many features: singular covariances, where sqrtm is least accurate.
-    few = [(f.mean(0), np.cov(f, rowvar=False))
-           for f in (features(8, 64, 0.0, 3), features(20, 64, 0.3, 4))]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # their sqrtm: deprecation, singular matrix
-        theirs = calculate_frechet_distance(*few[0], *few[1])
-    assert frechet_distance(*few[0], *few[1]) == pytest.approx(theirs, rel=1e-6)
-
-
-def test_equal_covariances_give_the_squared_distance_of_the_means():
-    rng = np.random.default_rng(0)
-    a = rng.normal(size=(16, 16))
-    sigma = a @ a.T + np.eye(16)
-    mu1, mu2 = rng.normal(size=16), rng.normal(size=16)
-    assert frechet_distance(mu1, sigma, mu2, sigma) == pytest.approx(np.sum((mu1 - mu2) ** 2), rel=1e-9)
-    assert abs(frechet_distance(mu1, sigma, mu1, sigma)) < 1e-9
-
-
-def test_streamed_statistics_equal_numpy_mean_and_covariance():
-    f = features(257, 24, 5.0, 3)
-    stats = Moments(24, torch.device("cpu"))
-    for batch in np.array_split(f, 5):
-        stats.add(torch.from_numpy(batch).float())
-    mean, cov = stats.mean_and_covariance(ddof=1)
-    f32 = f.astype(np.float32).astype(np.float64)
-    np.testing.assert_allclose(mean, f32.mean(0), rtol=1e-12)
-    np.testing.assert_allclose(cov, np.cov(f32, rowvar=False), rtol=1e-9, atol=1e-12)
-
-
-MOMENTS_OF_GIVEN_ROWS = """
-import sys, torch
-from fdrl import distributed
-from fdrl.moments import Moments
-
-d = distributed.init("cpu")
-rows = torch.load(sys.argv[1])
-moments = Moments(rows.shape[1], d.device, block_rows=3)
-for batch in rows[d.rank::d.world_size].split(7):
-    moments.add(batch)
-moments.all_reduce()
-if d.is_main:
-    torch.save(moments.mean_and_covariance(ddof=1), sys.argv[2])
-distributed.shutdown()
-"""
-
-
-def test_moments_of_given_rows_are_the_same_over_one_or_two_gloo_processes(tmp_path):
-    # Rows of multiples of 1/8 in [-4, 4]: every product and every partial sum is exact in
-    # float64, so the reduction cannot depend on how the rows are split or summed, and the
-    # results must agree bitwise. (Float32 features computed by a network are another matter:
-    # see the end-to-end test below.)
-    g = torch.Generator().manual_seed(0)
-    torch.save(torch.randint(-32, 33, (301, 10), generator=g).float() / 8, tmp_path / "rows.pt")
-    (tmp_path / "moments.py").write_text(MOMENTS_OF_GIVEN_ROWS)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for nproc in (1, 2):
-        proc = subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-             str(nproc), str(tmp_path / "moments.py"), str(tmp_path / "rows.pt"),
-             str(tmp_path / f"out{nproc}.pt")], capture_output=True, text=True, env=env, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    (mean1, cov1), (mean2, cov2) = (torch.load(tmp_path / f"out{n}.pt") for n in (1, 2))
-    assert torch.equal(mean1, mean2) and torch.equal(cov1, cov2)
-    rows = torch.load(tmp_path / "rows.pt").double().numpy()
-    np.testing.assert_allclose(cov1.numpy(), np.cov(rows, rowvar=False), rtol=1e-12, atol=1e-15)
 
 
 # --- the classifier backend ------------------------------------------------------------------
@@ -198,11 +109,11 @@ def test_held_out_real_images_score_against_the_training_reference(digits, class
     assert 0 < real["fid"] < json.loads((tmp_path / "noise.json").read_text())["fid"] / 20
     # The reference's own images are not held out; samples and shards at once is ambiguous.
     with pytest.raises(FdrlError, match="not a held-out split .* digits_test, digits_blur_test, cifar10_test"):
-        fid(ref, "classifier", tmp_path / "self.json", held_out=[str(digits)], weights=classifier,
-            device="cpu")
+        fid([ref], ["classifier"], [tmp_path / "self.json"], held_out=[str(digits)],
+            weights={"classifier": classifier}, device="cpu")
     with pytest.raises(FdrlError, match="one of the two"):
-        fid(ref, "classifier", tmp_path / "both.json", [str(tmp_path / "noise.npz")],
-            [str(held_out)], weights=classifier, device="cpu")
+        fid([ref], ["classifier"], [tmp_path / "both.json"], [str(tmp_path / "noise.npz")],
+            [str(held_out)], weights={"classifier": classifier}, device="cpu")
     assert not (tmp_path / "self.json").exists() and not (tmp_path / "both.json").exists()
 
 
@@ -211,10 +122,14 @@ def test_fid_ref_and_fid_with_two_gloo_processes_match_one(digits, classifier, t
     chunks = [write_chunk(tmp_path / f"c{i}.npz", digits_nhwc()[i * 301:(i + 1) * 301],
                           np.arange(i * 301, (i + 1) * 301)) for i in range(2)]
     common = ["--backend", "classifier", "--weights", str(classifier), "--device", "cpu"]
+    # 41 images, fewer than the classifier's 64 features: their features are gathered from the
+    # ranks (21 and 20) for the distance through rows.
+    few = write_chunk(tmp_path / "few.npz", digits_nhwc()[700:741], np.arange(700, 741))
     for nproc in (1, 2):
-        for verb in (["fid-ref", "--shards", str(digits), "--out", str(tmp_path / f"ref{nproc}.npz")],
-                     ["fid", "--samples", *chunks, "--ref", str(tmp_path / f"ref{nproc}.npz"),
-                      "--out", str(tmp_path / f"fid{nproc}.json")]):
+        ref = str(tmp_path / f"ref{nproc}.npz")
+        for verb in (["fid-ref", "--shards", str(digits), "--out", ref],
+                     ["fid", "--samples", *chunks, "--ref", ref, "--out", str(tmp_path / f"fid{nproc}.json")],
+                     ["fid", "--samples", few, "--ref", ref, "--out", str(tmp_path / f"few{nproc}.json")]):
             proc = subprocess.run(
                 [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                  str(nproc), "-m", "fdrl", *verb, *common],
@@ -234,6 +149,9 @@ def test_fid_ref_and_fid_with_two_gloo_processes_match_one(digits, classifier, t
     fids = [json.loads((tmp_path / f"fid{n}.json").read_text()) for n in (1, 2)]
     assert fids[0]["n_images"] == fids[1]["n_images"] == 602
     assert fids[1]["fid"] == pytest.approx(fids[0]["fid"], rel=1e-4)
+    fews = [json.loads((tmp_path / f"few{n}.json").read_text()) for n in (1, 2)]
+    assert fews[0]["n_images"] == fews[1]["n_images"] == 41
+    assert fews[1]["fid"] == pytest.approx(fews[0]["fid"], rel=1e-4)
 
 
 def test_the_quantization_bench_measures_floats_and_uint8(digits, classifier, tmp_path):
@@ -246,7 +164,8 @@ def test_the_quantization_bench_measures_floats_and_uint8(digits, classifier, tm
             "network": "mlp_digits", "steps": 2, "batch": 8, "flow_steps": 3, "sample_steps": 5}
     train(load_config(None, [f"{k}={v}" for k, v in sets.items()], run_dir=tmp_path / "run"),
           tmp_path / "run", device="cpu")
-    fid_ref([str(digits)], "classifier", tmp_path / "ref.npz", classifier, device="cpu")
+    fid_ref([str(digits)], ["classifier"], [tmp_path / "ref.npz"], {"classifier": classifier},
+            device="cpu")
     proc = subprocess.run(
         [sys.executable, "bench/fid_quantization.py", "--run", str(tmp_path / "run"), "--ref",
          str(tmp_path / "ref.npz"), "--backend", "classifier", "--weights", str(classifier),
@@ -264,23 +183,66 @@ def test_the_quantization_bench_measures_floats_and_uint8(digits, classifier, tm
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Matrix is singular")  # 16 images, 2048 features
-@pytest.mark.parametrize("backend", ["torchvision-inception", "pytorch-fid", "clean-fid"])
-def test_inception_backend_end_to_end_with_random_weights(backend, small_digits, random_weights, tmp_path):
-    ref, out = tmp_path / "ref.npz", tmp_path / "fid.json"
-    args = ["--backend", backend, "--weights", str(random_weights), "--device", "cpu", "--batch", "16"]
+def test_every_backend_end_to_end_in_one_process_as_in_one_each(small_digits, classifier,
+                                                                 random_weights, tmp_path):
+    backends = ["torchvision-inception", "pytorch-fid", "clean-fid", "classifier"]
+    refs = [str(tmp_path / f"ref_{b}.npz") for b in backends]
+    outs = [str(tmp_path / f"fid_{b}.json") for b in backends]
+    args = ["--weights", str(random_weights), "--weights", f"classifier={classifier}",
+            "--device", "cpu", "--batch", "16"]
     shards = str(small_digits / "train-000000.tar")  # 32 images
-    assert main(["fid-ref", "--shards", shards, "--out", str(ref), *args]) == 0
+    assert main(["fid-ref", "--shards", shards, "--backend", *backends, "--out", *refs, *args]) == 0
     chunk = write_chunk(tmp_path / "chunk.npz", digits_nhwc()[100:116])
-    assert main(["fid", "--samples", chunk, "--ref", str(ref), "--out", str(out), *args]) == 0
-    result = json.loads(out.read_text())
-    weights = random_weights / WEIGHT_FILES[backend]
-    assert result["backend"] == backend and result["weights"] == str(weights)
-    assert result["weights_sha256"] == sha256(weights) and result["weights_kind"] == "random"
-    assert "RANDOM weights, seed 0" in result["feature_extractor"]
-    assert (result["n_images"], result["reference_n_images"], result["reference"]) == (16, 32, str(ref))
-    assert np.isfinite(result["fid"]) and result["fid"] > 0
-    r = load_reference(ref)
-    assert r["mu"].shape == (2048,) and r["sigma"].shape == (2048, 2048) and r["count"] == 32
+    assert main(["fid", "--samples", chunk, "--backend", *backends, "--ref", *refs, "--out", *outs,
+                 *args]) == 0
+    for backend, ref, out in zip(backends, refs, outs):
+        result, r = json.loads(Path(out).read_text()), load_reference(ref)
+        weights = classifier if backend == "classifier" else random_weights / WEIGHT_FILES[backend]
+        assert result["backend"] == r["backend"] == backend and result["weights"] == str(weights)
+        assert result["weights_sha256"] == r["weights_sha256"] == sha256(weights)
+        assert (result["n_images"], result["reference_n_images"], result["reference"]) == (16, 32, ref)
+        assert np.isfinite(result["fid"]) and result["fid"] > 0
+        dim = 64 if backend == "classifier" else 2048
+        assert r["mu"].shape == (dim,) and r["sigma"].shape == (dim, dim) and r["count"] == 32
+        if backend != "classifier":
+            assert result["weights_kind"] == "random"
+            assert "RANDOM weights, seed 0" in result["feature_extractor"]
+    # A backend alone sees the same batches: the same statistics and FID as among the others.
+    alone = ["--backend", "clean-fid", "--weights", str(random_weights), "--device", "cpu",
+             "--batch", "16"]
+    assert main(["fid-ref", "--shards", shards, "--out", str(tmp_path / "ref.npz"), *alone]) == 0
+    assert main(["fid", "--samples", chunk, "--ref", str(tmp_path / "ref.npz"), "--out",
+                 str(tmp_path / "fid.json"), *alone]) == 0
+    one, among = load_reference(tmp_path / "ref.npz"), load_reference(refs[2])
+    np.testing.assert_allclose(one["sigma"], among["sigma"], rtol=1e-12, atol=1e-15)
+    assert json.loads((tmp_path / "fid.json").read_text())["fid"] == pytest.approx(
+        json.loads(Path(outs[2]).read_text())["fid"], rel=1e-9)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "classifier", "pytorch-fid", "--ref", "a.npz", "--out", "a.json", "b.json"],
+     "--ref takes one path per --backend, in the same order; got 1 for classifier pytorch-fid"),
+    (["--backend", "classifier", "--ref", "a.npz", "--out", "a.json", "b.json"],
+     "--out takes one path per --backend, in the same order; got 2 for classifier$"),
+    (["--backend", "classifier", "classifier", "--ref", "a.npz", "a.npz", "--out", "a", "b"],
+     "names classifier more than once"),
+    (["--backend", "classifier", "--weights", "a.pt", "--weights", "b.pt", "--ref", "a.npz",
+      "--out", "a.json"], "at most one plain PATH .* --weights BACKEND=PATH"),
+    (["--backend", "classifier", "--weights", "clean-fid=w", "--ref", "a.npz", "--out", "a.json"],
+     "names clean-fid, which is not among --backend classifier"),
+])
+def test_paths_and_weights_that_do_not_pair_with_the_backends_are_refused(
+        digits, classifier, tmp_path, monkeypatch, capsys, args, message):
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    fid_ref([str(digits)], ["classifier"], ["a.npz"], {"classifier": classifier}, device="cpu")
+    chunk = write_chunk(tmp_path / "c.npz", digits_nhwc()[:8])
+    capsys.readouterr()
+    assert main(["fid", "--samples", chunk, "--device", "cpu", *args]) == 1
+    err = capsys.readouterr().err
+    assert re.search(message, err) and len(err.strip().splitlines()) == 1, err
+    assert not list(tmp_path.glob("*.json"))
 
 
 @pytest.mark.slow
@@ -347,25 +309,27 @@ def test_fetch_weights_offline_is_a_clear_error(tmp_path, monkeypatch):
 
 def test_a_reference_of_another_backend_or_extractor_is_refused(digits, classifier, tmp_path):
     ref = tmp_path / "ref.npz"
-    fid_ref([str(digits)], "classifier", ref, classifier, device="cpu")
+    fid_ref([str(digits)], ["classifier"], [ref], {"classifier": classifier}, device="cpu")
     chunk = write_chunk(tmp_path / "c.npz", digits_nhwc()[:64])
     with pytest.raises(FdrlError, match="made with backend classifier, not pytorch-fid"):
-        fid(ref, "pytorch-fid", tmp_path / "f.json", [chunk], device="cpu")
+        fid([ref], ["pytorch-fid"], [tmp_path / "f.json"], [chunk], device="cpu")
     r = load_reference(ref)
     other = tmp_path / "other.npz"
     meta = {k: v for k, v in r.items() if k not in ("mu", "sigma", "count")}
     write_reference(other, r["mu"], r["sigma"], r["count"], {**meta, "weights_sha256": "0" * 64})
     with pytest.raises(FdrlError, match="another feature extractor"):
-        fid(other, "classifier", tmp_path / "f.json", [chunk], weights=classifier, device="cpu")
+        fid([other], ["classifier"], [tmp_path / "f.json"], [chunk], weights={"classifier": classifier},
+            device="cpu")
     write_reference(other, r["mu"], r["sigma"], r["count"], {**meta, "precision": "bf16"})
     with pytest.raises(FdrlError, match="precision 'bf16', here 'fp32'.*--precision"):
-        fid(other, "classifier", tmp_path / "f.json", [chunk], weights=classifier, device="cpu")
+        fid([other], ["classifier"], [tmp_path / "f.json"], [chunk], weights={"classifier": classifier},
+            device="cpu")
     assert not (tmp_path / "f.json").exists()
 
 
 def test_bad_sample_chunks_are_refused_before_any_work(digits, classifier, tmp_path):
     ref = tmp_path / "ref.npz"
-    fid_ref([str(digits)], "classifier", ref, classifier, device="cpu")
+    fid_ref([str(digits)], ["classifier"], [ref], {"classifier": classifier}, device="cpu")
     images = digits_nhwc()[:32]
     cases = {
         "uint8": [write_chunk(tmp_path / "float.npz", images.astype(np.float32) / 255)],
@@ -375,4 +339,5 @@ def test_bad_sample_chunks_are_refused_before_any_work(digits, classifier, tmp_p
     }
     for message, chunks in cases.items():
         with pytest.raises(FdrlError, match=message):
-            fid(ref, "classifier", tmp_path / "f.json", chunks, weights=classifier, device="cpu")
+            fid([ref], ["classifier"], [tmp_path / "f.json"], chunks,
+                weights={"classifier": classifier}, device="cpu")

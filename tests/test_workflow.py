@@ -24,17 +24,17 @@ CONFIGS = REPO / "workflow" / "config"
 # (three Gaussian, four swiss-roll pairings), Figs. 2, 3, 10, toy.csv, the shards and priors of
 # CIFAR10, CelebA and LSUN Church with Fig. 11 (and the Cat2dog shards), the ten training runs
 # (Table 1's eight, LSUN Church, Cat2dog); Table 1: 50,000 samples of each of its eight runs in
-# ten chunks, FID references of CIFAR10 and CelebA and a FID per run for both of the scale's
-# backends, the prior's own samples (2 chunks of Fig. 5's 10,000) with both FIDs; Fig. 5 at ten
-# flow lengths (steps-0 shared with the baseline), Figs. 4 (per run), 8, 9, 12-13 (CIFAR10,
-# CelebA), and `all`.
+# ten chunks, FID references of CIFAR10 and CelebA and a FID job per run (one job computes both of
+# the scale's backends), the prior's own samples (2 chunks of Fig. 5's 10,000) with both FIDs;
+# Fig. 5 at ten flow lengths (steps-0 shared with the baseline), Figs. 4 (per run), 8, 9, 12-13
+# (CIFAR10, CelebA), and `all`.
 PAPER_JOBS = {"table_from_code": 2, "toy": 7, "fig2": 1, "fig3": 1, "fig10": 1, "toy_table": 1,
-              "shard": 8, "fit_prior": 3, "fig11": 1, "train": 10, "sample": 80, "fid_ref": 6,
-              "fid": 16, "fid_held_out": 2, "sample_flow_length": 20, "fid_flow_length": 11,
+              "shard": 8, "fit_prior": 3, "fig11": 1, "train": 10, "sample": 80, "fid_ref": 3,
+              "fid": 8, "fid_held_out": 1, "sample_flow_length": 20, "fid_flow_length": 10,
               "table1": 1, "fig4": 8,
               "fig5": 1, "fig8": 1, "fig9": 1, "fig12": 2,
               # Table 4 and Fig. 7 (Cat2dog), Fig. 6 (the staged robust CIFAR10 guide; no metrics).
-              "translate": 1, "fid_translated": 2, "fid_untranslated": 2, "table4": 1, "fig7": 1,
+              "translate": 1, "fid_translated": 1, "fid_untranslated": 1, "table4": 1, "fig7": 1,
               "sample_conditional": 1, "fig6": 1, "all": 1}
 TOYS = ["stale_near", "stale_far", "fdrl_far", "swissroll_lsif-pearson", "swissroll_lr-kl",
         "swissroll_lr-js", "swissroll_lr-logd"]
@@ -127,7 +127,7 @@ def test_table1_plans_the_papers_eight_runs_their_50k_samples_and_fids(tmp_path)
     counts = job_counts(out)
     assert {r: counts.get(r) for r in ("train", "sample", "fid", "fid_ref", "fid_held_out",
                                        "table1")} == {
-        "train": 8, "sample": 80, "fid": 16, "fid_ref": 4, "fid_held_out": 2, "table1": 1}
+        "train": 8, "sample": 80, "fid": 8, "fid_ref": 2, "fid_held_out": 1, "table1": 1}
     seeds = {}
     for m in re.finditer(r"fdrl sample --run results/runs/(\S+) --seeds (\d+)-(\d+)  --out", out):
         seeds.setdefault(m[1], set()).update(range(int(m[2]), int(m[3]) + 1))
@@ -137,14 +137,20 @@ def test_table1_plans_the_papers_eight_runs_their_50k_samples_and_fids(tmp_path)
     assert len(trains) == 8 and all("--set precision=bf16 --set channels_last=true" in t
                                     for t in trains)
     assert "fdrl fid" in out and "--precision" not in out
-    # The authors' protocol (the one paper_fid compares with) and clean-fid, the standard today.
-    assert {m[1] for m in re.finditer(r"fdrl fid --samples .*? --backend (\S+) ", out)} == {
-        "torchvision-inception", "clean-fid"}
-    assert {m[1] for m in re.finditer(r"fdrl fid-ref --shards \S+ --backend (\S+) ", out)} == {
-        "torchvision-inception", "clean-fid"}
-    # The CIFAR10 test split's real images, against the training set's reference.
+    # The authors' protocol (the one paper_fid compares with) and clean-fid, the standard today,
+    # each job computing both from the library's cache (no --weights), one file each, in order.
+    backends = ["torchvision-inception", "clean-fid"]
+    fids = re.findall(r"fdrl fid --samples .*? --ref (.*?) --backend (.*?) --out (.*?) >", out)
+    refs = re.findall(r"fdrl fid-ref --shards \S+ --backend (.*?) --workers 1 --out (.*?) >", out)
+    assert len(fids) == 8 + 1 and len(refs) == 2  # the runs and the prior baseline (steps-0)
+    for *files, named in [(r, o, b) for r, b, o in fids] + [(o, b) for b, o in refs]:
+        assert named.split() == backends
+        for paths in files:
+            assert [Path(p).stem.rsplit("_", 1)[1] for p in paths.split()] == backends
+    # The CIFAR10 test split's real images, against the training set's references.
     assert len(re.findall(r"fdrl fid --shards results/data/cifar10_test/shards "
-                          r"--ref results/data/cifar10/fid_ref_\S+\.npz", out)) == 2
+                          r"--ref results/data/cifar10/fid_ref_torchvision-inception\.npz "
+                          r"results/data/cifar10/fid_ref_clean-fid\.npz", out)) == 1
 
 
 def test_the_spectral_norm_ablation_is_planned_only_when_asked(tmp_path):

@@ -12,23 +12,25 @@ from fdrl.cli.options import verb
 def fid_ref_parser(verbs) -> None:
     verb(verbs, "fid-ref", _fid_ref,
          "FID reference statistics of a dataset's shards; runs under torchrun too",
-         "Features of every image of the shards (each once, split over ranks), their mean and "
-         "covariance (float64); rank 0 writes an .npz with mu, sigma, count and the backend, "
-         "feature extractor and weights' SHA-256 that made them.",
-         out="ref.npz",
+         "Features of every image of the shards (each once, split over ranks, through every "
+         "backend), their mean and covariance (float64); rank 0 writes an .npz per backend with "
+         "mu, sigma, count and the backend, feature extractor and weights' SHA-256 that made them.",
+         out="ref.npz", per_backend=True,
          shared=("shards", "backend", "weights", "batch", "workers", "device", "precision",
                  "channels_last"))
 
 
 def _fid_ref(args: argparse.Namespace) -> None:
+    from fdrl.features import weights_by_backend
     from fdrl.fid import fid_ref
     from fdrl.precision import Precision
 
-    meta = fid_ref(args.shards, args.backend, args.out, args.weights, args.batch, args.workers,
-                   args.device, Precision(args.precision, args.channels_last))
-    if meta is not None:
-        print(f"{args.backend} reference statistics of {meta['n_images']} images "
-              f"({meta['feature_extractor']}) written to {args.out}")
+    metas = fid_ref(args.shards, args.backend, args.out,
+                    weights_by_backend(args.backend, args.weights or ()), args.batch, args.workers,
+                    args.device, Precision(args.precision, args.channels_last))
+    for backend, meta, out in zip(args.backend, metas or (), args.out):
+        print(f"{backend} reference statistics of {meta['n_images']} images "
+              f"({meta['feature_extractor']}) written to {out}")
 
 
 def fid_parser(verbs) -> None:
@@ -36,11 +38,12 @@ def fid_parser(verbs) -> None:
              "FID of sample chunks (or held-out real images) against reference statistics; runs "
              "under torchrun too",
              "Features of the images of the .npz chunks, or of a held-out split's shards (what "
-             "real images score: the metric's floor), their Frechet distance to the reference "
-             "(float64); rank 0 writes JSON: fid, backend, feature extractor, weights and SHA-256, "
-             "n_images, reference. A reference made by another backend, extractor or weights "
-             "file, or in another precision, is refused. Features are float32 by default, as "
-             "the FID protocol computes them.", out="fid.json",
+             "real images score: the metric's floor), through every backend (each image read "
+             "once), their Frechet distance to the backend's reference (float64); rank 0 writes "
+             "JSON per backend: fid, backend, feature extractor, weights and SHA-256, n_images, "
+             "reference. A reference made by another backend, extractor or weights file, or in "
+             "another precision, is refused. Features are float32 by default, as the FID "
+             "protocol computes them.", out="fid.json", per_backend=True,
              shared=("backend", "weights", "batch", "device", "precision", "channels_last"))
     images = p.add_mutually_exclusive_group(required=True)
     images.add_argument("--samples", nargs="+", metavar="CHUNK.npz",
@@ -48,18 +51,21 @@ def fid_parser(verbs) -> None:
     images.add_argument("--shards", nargs="+", metavar="SHARDS",
                         help="a held-out split's shard folder (digits_test, cifar10_test, ...), "
                              "or .tar files of it")
-    p.add_argument("--ref", required=True, type=Path, metavar="ref.npz", help="of `fdrl fid-ref`")
+    p.add_argument("--ref", required=True, nargs="+", type=Path, metavar="ref.npz",
+                   help="of `fdrl fid-ref`: one per --backend, in the same order")
 
 
 def _fid(args: argparse.Namespace) -> None:
+    from fdrl.features import weights_by_backend
     from fdrl.fid import fid
     from fdrl.precision import Precision
 
-    result = fid(args.ref, args.backend, args.out, args.samples or (), args.shards or (),
-                 args.weights, args.batch, args.device, Precision(args.precision, args.channels_last))
-    if result is not None:
+    results = fid(args.ref, args.backend, args.out, args.samples or (), args.shards or (),
+                  weights_by_backend(args.backend, args.weights or ()), args.batch, args.device,
+                  Precision(args.precision, args.channels_last))
+    for result, ref, out in zip(results or (), args.ref, args.out):
         print(f"FID {result['fid']:.4f} ({result['feature_extractor']}; {result['n_images']} "
-              f"images against {args.ref}) written to {args.out}")
+              f"images against {ref}) written to {out}")
 
 
 def classify_parser(verbs) -> None:

@@ -46,16 +46,34 @@ SHARED = {
         "(required)"))),
 }
 
+# What `per_backend` verbs change in the shared options.
+PER_BACKEND = {
+    "backend": {"nargs": "+", "metavar": "BACKEND", "help": (
+        "one or more of: " + SHARED["backend"][1]["help"] + "; each image is read once for all")},
+    "weights": {"type": str, "action": "append", "metavar": "[BACKEND=]PATH", "help": (
+        "BACKEND=PATH: that backend's weights (repeatable); a plain PATH: every other backend's. "
+        "An Inception backend's: its weights file, or a folder holding it (as `fdrl "
+        "fetch-weights` writes; default: the library's cache); classifier's: the file of `fdrl "
+        "train-classifier` (required)")},
+}
+
 
 def verb(verbs, name: str, handler, help: str, description: str, out: str | None,
          out_help: str = "where to write it", shared: tuple[str, ...] = (),
-         changes: dict | None = None, **kwargs) -> argparse.ArgumentParser:
+         changes: dict | None = None, per_backend: bool = False,
+         **kwargs) -> argparse.ArgumentParser:
     """A verb's parser: `--out OUT` (unless None), the shared options it takes (`changes` alters
-    their settings, e.g. {"batch": {"default": 256}}), and the handler it runs."""
+    their settings, e.g. {"batch": {"default": 256}}), and the handler it runs. `per_backend`:
+    the verb serves several FID backends at once (`fid`, `fid-ref`): --backend takes several,
+    --out one file each, --weights one per backend (BACKEND=PATH) or one for all."""
     parser = verbs.add_parser(name, help=help, description=description, **kwargs)
     parser.set_defaults(handler=handler)
+    if per_backend:
+        changes = {**PER_BACKEND, **(changes or {})}
     if out is not None:
-        parser.add_argument("--out", required=True, type=Path, metavar=out, help=out_help)
+        many = {"nargs": "+", "help": "one file per --backend, in the same order"} if per_backend else {}
+        parser.add_argument("--out", required=True, type=Path, metavar=out,
+                            **{"help": out_help, **many})
     for option in shared:
         flags, settings = SHARED[option]
         parser.add_argument(*flags, **{**settings, **(changes or {}).get(option, {})})

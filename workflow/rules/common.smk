@@ -208,21 +208,37 @@ def sample_chunks(run, steps=None):
 # --- FID ----------------------------------------------------------------------------------------
 
 
-def fid_weights(backend):
-    """The weights `fdrl fid` and `fdrl fid-ref` are given for a backend, as a DAG input: the
-    digits classifier the workflow trains, the random Inception stand-ins it writes (smoke), an
-    explicit path from the config, or nothing (the library's cache)."""
+BACKENDS = config["evaluation"]["backends"]
+
+
+def per_backend(pattern):
+    """`pattern` with its {backend} filled in by each FID backend of the scale, in order, its
+    other wildcards kept: one `fdrl fid` or `fdrl fid-ref` job serves every backend (each image
+    read once, the process started once), one file per backend."""
+    return [pattern.replace("{backend}", backend) for backend in BACKENDS]
+
+
+def backend_weights(backend):
+    """The weights `fdrl` is given for a backend: the digits classifier the workflow trains, the
+    random Inception stand-ins it writes (smoke), an explicit path from the config, or None (the
+    library's cache)."""
     if backend == "classifier":
-        return {"weights": f"{ROOT}/fid/classifier.pt"}
+        return f"{ROOT}/fid/classifier.pt"
     weights = config["evaluation"]["inception_weights"]
     if weights == "random":
-        return {"weights": f"{ROOT}/fid/random_inception_weights"}
-    return {"weights": weights} if weights else {}
+        return f"{ROOT}/fid/random_inception_weights"
+    return weights or None
 
 
-def weights_option(wildcards, input):
-    """`--weights PATH` where the backend's weights are a DAG input, else nothing."""
-    return f"--weights {shlex.quote(input.weights)}" if "weights" in input.keys() else ""
+def fid_weights():
+    """The backends' weights as a DAG input (those from the library's cache are not)."""
+    return sorted({w for w in map(backend_weights, BACKENDS) if w})
+
+
+def weights_option(wildcards):
+    """`--weights BACKEND=PATH` for each backend not read from the library's cache."""
+    return " ".join(f"--weights {shlex.quote(f'{b}={w}')}"
+                    for b in BACKENDS if (w := backend_weights(b)))
 
 
 def reference_shards(wildcards, input):
@@ -236,6 +252,11 @@ def reference_shards(wildcards, input):
     return " ".join(f"{input.shards}/{split}-{i:06d}.tar" for i in range(first))
 
 
+def fid_references(dataset):
+    """The FID reference statistics of a dataset's images, one per backend."""
+    return per_backend(f"{ROOT}/data/{dataset}/fid_ref_{{backend}}.npz")
+
+
 def run_fid(run, backend, steps=None):
     """The FID result of a run's samples (or of its samples at `steps` flow steps)."""
     folder = f"{ROOT}/fid" if steps is None else f"{ROOT}/fid/steps-{steps}"
@@ -243,13 +264,13 @@ def run_fid(run, backend, steps=None):
 
 
 def fid_inputs(wildcards):
-    """A FID job's chunks, the reference of the run's training set, and the backend's weights."""
+    """A FID job's chunks, the references of the run's training set, and the weights."""
     steps = wildcards.get("steps")
     dataset = run_settings(wildcards.run)["dataset"]
     return {
         "chunks": sample_chunks(wildcards.run, None if steps is None else int(steps)),
-        "ref": f"{ROOT}/data/{dataset}/fid_ref_{wildcards.backend}.npz",
-        **fid_weights(wildcards.backend),
+        "refs": fid_references(dataset),
+        "weights": fid_weights(),
     }
 
 
@@ -259,13 +280,12 @@ def held_out_fid(dataset, backend):
 
 
 def held_out_inputs(wildcards):
-    """A held-out FID job's shards, the reference of the training set it was held out from, and
-    the backend's weights."""
-    training_set = DATASETS[wildcards.dataset].held_out_from
+    """A held-out FID job's shards, the references of the training set it was held out from,
+    and the weights."""
     return {
         "shards": f"{ROOT}/data/{wildcards.dataset}/shards",
-        "ref": f"{ROOT}/data/{training_set}/fid_ref_{wildcards.backend}.npz",
-        **fid_weights(wildcards.backend),
+        "refs": fid_references(DATASETS[wildcards.dataset].held_out_from),
+        "weights": fid_weights(),
     }
 
 
@@ -298,8 +318,14 @@ def nearest_figures():
 def nearest_inputs(wildcards):
     """Fig. 12's sample chunk (the first of the run) and the run's training shards."""
     run = nearest_figures()[f"{ROOT}/figures/fig12_nearest_{wildcards.dataset}.png"]
+    weights = backend_weights(BACKENDS[0])
     return {"chunk": sample_chunks(run)[0], "shards": f"{ROOT}/data/{wildcards.dataset}/shards",
-            **fid_weights(config["evaluation"]["backends"][0])}
+            **({"weights": weights} if weights else {})}
+
+
+def nearest_weights(wildcards, input):
+    """Fig. 12's `--weights PATH`: its backend's (the scale's first), where a DAG input."""
+    return f"--weights {shlex.quote(input.weights)}" if "weights" in input.keys() else ""
 
 
 # --- rule all -----------------------------------------------------------------------------------

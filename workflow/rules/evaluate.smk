@@ -1,8 +1,9 @@
-# FID (docs/design.md#evaluation): reference statistics of each training set per backend (one job,
-# reused by every run), then the FID of each run's samples against them, as JSON, and that of a
-# held-out split's real images (the metric's floor). The backends'
-# weights are DAG inputs where the workflow makes them: the digits classifier (the demo's
-# "classifier FID") and, at smoke scale, seeded random Inception weights (labelled as such).
+# FID (docs/design.md#evaluation): reference statistics of each training set (one job for every
+# backend, reused by every run), then the FID of each run's samples against them, one JSON per
+# backend, and that of a held-out split's real images (the metric's floor). Each job passes its
+# images once through every backend of the scale. The backends' weights are DAG inputs where the
+# workflow makes them: the digits classifier (the demo's "classifier FID") and, at smoke scale,
+# seeded random Inception weights (labelled as such).
 
 
 rule train_classifier:
@@ -38,14 +39,15 @@ rule random_inception_weights:
 
 rule fid_ref:
     input:
-        unpack(lambda wildcards: fid_weights(wildcards.backend)),
+        weights=fid_weights(),
         shards=f"{ROOT}/data/{{dataset}}/shards",
     output:
-        f"{ROOT}/data/{{dataset}}/fid_ref_{{backend}}.npz",
+        per_backend(f"{ROOT}/data/{{dataset}}/fid_ref_{{backend}}.npz"),
     log:
-        f"{ROOT}/logs/fid/fid_ref_{{dataset}}_{{backend}}.log",
+        f"{ROOT}/logs/fid/fid_ref_{{dataset}}.log",
     params:
         shards=reference_shards,
+        backends=" ".join(BACKENDS),
         weights=weights_option,
     conda:
         "../envs/fdrl.yaml"
@@ -53,13 +55,13 @@ rule fid_ref:
     resources:
         **job_resources("evaluation"),
     shell:
-        "OMP_NUM_THREADS={threads} fdrl fid-ref --shards {params.shards} --backend {wildcards.backend}"
+        "OMP_NUM_THREADS={threads} fdrl fid-ref --shards {params.shards} --backend {params.backends}"
         " {params.weights} --workers {threads} --out {output} > {log} 2>&1"
 
 
 FID_SHELL = (
-    "OMP_NUM_THREADS={threads} fdrl fid --samples {input.chunks} --ref {input.ref}"
-    " --backend {wildcards.backend} {params.weights} --out {output} > {log} 2>&1"
+    "OMP_NUM_THREADS={threads} fdrl fid --samples {input.chunks} --ref {input.refs}"
+    " --backend {params.backends} {params.weights} --out {output} > {log} 2>&1"
 )
 
 
@@ -67,10 +69,11 @@ rule fid:
     input:
         unpack(fid_inputs),
     output:
-        f"{ROOT}/fid/{{run}}_{{backend}}.json",
+        per_backend(run_fid("{run}", "{backend}")),
     log:
-        f"{ROOT}/logs/fid/{{run}}_{{backend}}.log",
+        f"{ROOT}/logs/fid/{{run}}.log",
     params:
+        backends=" ".join(BACKENDS),
         weights=weights_option,
     conda:
         "../envs/fdrl.yaml"
@@ -81,14 +84,18 @@ rule fid:
         FID_SHELL
 
 
+# Fig. 5's FIDs at each flow length. Every backend is computed (the prior baseline's row of Table 1
+# is the one at 0 steps; Fig. 5 plots the first backend's): at paper scale, the second backend's
+# features of 10,000 images per flow length cost little beside sampling them.
 rule fid_flow_length:
     input:
         unpack(fid_inputs),
     output:
-        f"{ROOT}/fid/steps-{{steps}}/{{run}}_{{backend}}.json",
+        per_backend(run_fid("{run}", "{backend}", steps="{steps}")),
     log:
-        f"{ROOT}/logs/fid/steps-{{steps}}/{{run}}_{{backend}}.log",
+        f"{ROOT}/logs/fid/steps-{{steps}}/{{run}}.log",
     params:
+        backends=" ".join(BACKENDS),
         weights=weights_option,
     conda:
         "../envs/fdrl.yaml"
@@ -103,11 +110,12 @@ rule fid_held_out:
     input:
         unpack(held_out_inputs),
     output:
-        held_out_fid("{dataset}", "{backend}"),
+        per_backend(held_out_fid("{dataset}", "{backend}")),
     log:
-        f"{ROOT}/logs/fid/held_out_{{dataset}}_{{backend}}.log",
+        f"{ROOT}/logs/fid/held_out_{{dataset}}.log",
     params:
         shards=reference_shards,
+        backends=" ".join(BACKENDS),
         weights=weights_option,
     conda:
         "../envs/fdrl.yaml"
@@ -115,5 +123,5 @@ rule fid_held_out:
     resources:
         **job_resources("evaluation"),
     shell:
-        "OMP_NUM_THREADS={threads} fdrl fid --shards {params.shards} --ref {input.ref}"
-        " --backend {wildcards.backend} {params.weights} --out {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} fdrl fid --shards {params.shards} --ref {input.refs}"
+        " --backend {params.backends} {params.weights} --out {output} > {log} 2>&1"

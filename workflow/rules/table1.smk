@@ -38,7 +38,7 @@ rule fig4:
 
 rule fig5:
     input:
-        [run_fid(config["flow_length"]["run"], config["evaluation"]["backends"][0], steps=n)
+        [run_fid(config["flow_length"]["run"], BACKENDS[0], steps=n)
          for n in config["flow_length"]["steps"]],
     output:
         report(f"{ROOT}/figures/fig5_flow_length.png", caption=caption("fig5"), category="Table 1"),
@@ -106,8 +106,8 @@ rule fig12:
     log:
         f"{ROOT}/logs/figures/fig12_{{dataset}}.log",
     params:
-        backend=config["evaluation"]["backends"][0],
-        weights=weights_option,
+        backend=BACKENDS[0],
+        weights=nearest_weights,
     conda:
         "../envs/fdrl.yaml"
     threads: job_threads("evaluation")

@@ -29,14 +29,15 @@ rule translate:
 
 rule fid_translated:
     input:
-        unpack(lambda wildcards: fid_weights(wildcards.backend)),
+        weights=fid_weights(),
         chunks=translated_chunk(),
-        ref=f"{ROOT}/data/{config['translation']['target']}/fid_ref_{{backend}}.npz",
+        refs=fid_references(config["translation"]["target"]),
     output:
-        translation_fid("{backend}"),
+        per_backend(translation_fid("{backend}")),
     log:
-        f"{ROOT}/logs/fid/translation_{{backend}}.log",
+        f"{ROOT}/logs/fid/translation.log",
     params:
+        backends=" ".join(BACKENDS),
         weights=weights_option,
     conda:
         "../envs/fdrl.yaml"
@@ -49,15 +50,16 @@ rule fid_translated:
 
 rule fid_untranslated:
     input:
-        unpack(lambda wildcards: fid_weights(wildcards.backend)),
+        weights=fid_weights(),
         shards=f"{ROOT}/data/{{dataset}}/shards",
-        ref=f"{ROOT}/data/{config['translation']['target']}/fid_ref_{{backend}}.npz",
+        refs=fid_references(config["translation"]["target"]),
     output:
-        f"{ROOT}/fid/translation/untranslated_{{dataset}}_{{backend}}.json",
+        per_backend(f"{ROOT}/fid/translation/untranslated_{{dataset}}_{{backend}}.json"),
     log:
-        f"{ROOT}/logs/fid/untranslated_{{dataset}}_{{backend}}.log",
+        f"{ROOT}/logs/fid/untranslated_{{dataset}}.log",
     params:
         shards=reference_shards,
+        backends=" ".join(BACKENDS),
         weights=weights_option,
     conda:
         "../envs/fdrl.yaml"
@@ -65,8 +67,8 @@ rule fid_untranslated:
     resources:
         **job_resources("evaluation"),
     shell:
-        "OMP_NUM_THREADS={threads} fdrl fid --shards {params.shards} --ref {input.ref}"
-        " --backend {wildcards.backend} {params.weights} --out {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} fdrl fid --shards {params.shards} --ref {input.refs}"
+        " --backend {params.backends} {params.weights} --out {output} > {log} 2>&1"
 
 
 rule classify_translated:
