@@ -4,7 +4,9 @@
     fdrl launch --launcher submitit --nodes 2 --gpus-per-node 8 --partition P --account A \\
         --time 2880 -- train --config RUN.yaml --out RUN_DIR                               # SLURM
 
-torchrun starts one process per GPU (per `--nproc` on CPU) on this machine. submitit submits one
+torchrun starts one process per GPU (per `--nproc` on CPU) on this machine; where that is one
+process, the verb runs in this one instead (torchrun would add only its own start-up: an agent
+process importing torch, and a rendezvous, a few seconds a job). submitit submits one
 job with one task per GPU on every node; each task joins the process group from submitit's
 environment (`fdrl.distributed.init`). On preemption or time-out SLURM signals the job,
 submitit requeues it, and the verb starts again: `fdrl train` resumes from its newest checkpoint
@@ -120,10 +122,12 @@ def submit(main: Callable[[list[str]], int], argv: list[str], res: Resources, fo
 
 def launch(main: Callable[[list[str]], int], argv: list[str], res: Resources, launcher: str,
            folder: Path | None, cluster: str | None = None, wait: bool = True) -> int:
-    """Runs `fdrl ARGV` with `launcher`: torchrun starts `python -m fdrl ARGV` per process;
-    submitit runs `main(ARGV)` in each task (`main` is the `fdrl` command's entry point)."""
+    """Runs `fdrl ARGV` with `launcher`: torchrun starts `python -m fdrl ARGV` per process (one
+    process: `main(ARGV)` here); submitit runs `main(ARGV)` in each task (`main` is the `fdrl`
+    command's entry point)."""
     if not argv or argv[0] == "launch":
         raise FdrlError("name the fdrl verb to launch after `--`, e.g. `fdrl launch -- train ...`")
     if launcher == "torchrun":
-        return torchrun(argv, res)
+        alone = res.nodes == 1 and res.tasks_per_node == 1
+        return main(argv) if alone else torchrun(argv, res)
     return submit(main, argv, res, folder or Path(os.getcwd()) / "submitit", cluster, wait)

@@ -50,6 +50,22 @@ def test_two_processes_give_the_single_process_result(digits, tmp_path, launch):
         assert sum("written to" in log.read_text() for log in logs) == 1
 
 
+def test_one_process_runs_the_verb_here_without_torchrun(monkeypatch):
+    from fdrl import launch as launching
+
+    monkeypatch.setattr(launching, "torchrun", lambda argv, res: pytest.fail("torchrun started"))
+    calls = []
+    one = launching.Resources()
+    assert launching.launch(lambda argv: calls.append(argv) or 3, ["sample", "--x"], one,
+                            "torchrun", None) == 3
+    assert launching.launch(lambda argv: calls.append(argv) or 0, ["train"],
+                            launching.Resources(gpus_per_node=1), "torchrun", None) == 0
+    assert calls == [["sample", "--x"], ["train"]]
+    monkeypatch.setattr(launching, "torchrun", lambda argv, res: res.tasks_per_node)
+    assert launching.launch(pytest.fail, ["train"], launching.Resources(nproc=2), "torchrun",
+                            None) == 2
+
+
 def test_launch_needs_a_verb():
     proc = fdrl("launch", "--nproc", "2")
     assert proc.returncode == 1 and "name the fdrl verb" in proc.stderr
