@@ -214,7 +214,8 @@ def check_applications(root):
 
 
 def test_smoke_dag_end_to_end(tmp_path):
-    # Up to 15 minutes on 2 cores of an older CPU (28 FIDs in 2048-d features): a generous limit.
+    # 4.6 minutes on 2 cores of an AVX-512 EPYC, 12 on an AVX2-only one (before the FID jobs
+    # were merged): a generous limit.
     proc = snakemake(tmp_path, "--profile", str(REPO / "cluster_profiles" / "local"),
                      "--cores", "2", "--configfile", str(CONFIGS / "smoke.yaml"), timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
