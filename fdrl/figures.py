@@ -177,30 +177,35 @@ def fig4(inputs: list[str], out: str, n: int = 64) -> None:
 
 
 def fig5(inputs: list[str], out: str) -> None:
-    """Fig. 5: FID against the total flow length K + kappa, one model, one result per length."""
+    """Fig. 5: FID against the total flow length K + kappa, one model, one result per length and
+    feature extractor; a panel per feature extractor (their FIDs are on different scales)."""
     from fdrl.fid import load_result
 
     plt = _pyplot()
-    points, runs, extractors = [], set(), set()
+    curves, runs = {}, set()
     for path in inputs:
         result = load_result(path)
         run = result.get("run") or {}
         if "steps" not in run:
             raise FdrlError(f"{path} names no flow length: its samples were not made by `fdrl sample`")
-        points.append((run["steps"], result["fid"], run["flow_steps"]))
+        points = curves.setdefault(result["feature_extractor"], {})
+        if run["steps"] in points:
+            raise FdrlError(f"{path} gives a second FID at flow length {run['steps']} for "
+                            f"{result['feature_extractor']}; give one result per length")
+        points[run["steps"]] = (result["fid"], run["flow_steps"])
         runs.add((run["run"], run["config_hash"]))
-        extractors.add(result["feature_extractor"])
-    if len(runs) != 1 or len(extractors) != 1:
-        raise FdrlError("fig5 takes FID results of one run and one feature extractor; got "
-                        f"runs {sorted(runs)} and extractors {sorted(extractors)}")
-    points.sort()
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    ax.plot([p[0] for p in points], [p[1] for p in points], "o-")
-    ax.axvline(points[0][2], c="k", ls="--", lw=1, label=f"K = {points[0][2]} (training)")
-    ax.set_xlabel("total flow length K + kappa")
-    ax.set_ylabel(f"FID ({next(iter(extractors))})", fontsize=8)
-    ax.set_title(f"{next(iter(runs))[0]}: FID against flow length", fontsize=9)
-    ax.legend(fontsize=8)
+    if len(runs) != 1:
+        raise FdrlError(f"fig5 takes FID results of one run; got runs {sorted(runs)}")
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.6), squeeze=False)
+    for ax, (extractor, points) in zip(axes[0], curves.items()):
+        steps = sorted(points)
+        ax.plot(steps, [points[n][0] for n in steps], "o-")
+        trained = points[steps[0]][1]
+        ax.axvline(trained, c="k", ls="--", lw=1, label=f"K = {trained} (training)")
+        ax.set_xlabel("total flow length K + kappa")
+        ax.set_ylabel(f"FID ({extractor})", fontsize=8)
+        ax.set_title(f"{next(iter(runs))[0]}: FID against flow length", fontsize=9)
+        ax.legend(fontsize=8)
     _save(fig, out)
 
 

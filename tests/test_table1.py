@@ -5,6 +5,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,14 +93,30 @@ def test_table1_through_the_command(tmp_path):
     assert rows[-1]["method"] == "FDRL-DDP" and rows[-1]["fid"] == "5.00"
 
 
-def test_fig5_plots_one_run_and_refuses_a_mix(tmp_path):
+def test_fig5_plots_one_run_a_panel_per_extractor_and_refuses_a_mix(tmp_path, monkeypatch):
+    from fdrl import figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, out: drawn.append(fig))
     same = [fid_result(tmp_path / f"{n}.json", "r", "digits", "data", "lr-kl", n, 10.0 + n)
-            for n in (0, 100, 120)]
+            for n in (120, 0, 100)]
+    other_features = [fid_result(tmp_path / f"c{n}.json", "r", "digits", "data", "lr-kl", n, n / 2,
+                                 backend="clean-fid") for n in (0, 100)]
+    for path in other_features:
+        result = json.loads(Path(path).read_text())
+        Path(path).write_text(json.dumps({**result, "feature_extractor": "other features"}))
+    fig5(same + other_features, str(tmp_path / "fig5.png"))
+    panels = drawn[0].axes
+    assert [ax.get_ylabel() for ax in panels] == ["FID (features)", "FID (other features)"]
+    assert [list(ax.lines[0].get_xydata()[:, 1]) for ax in panels] == [[10, 110, 130], [0, 50]]
+    monkeypatch.undo()
     fig5(same, str(tmp_path / "fig5.png"))
     assert (tmp_path / "fig5.png").read_bytes()[:4] == b"\x89PNG"
     other = fid_result(tmp_path / "o.json", "other", "digits", "data", "lr-kl", 50, 1.0)
     with pytest.raises(FdrlError, match="one run"):
         fig5([*same, other], str(tmp_path / "bad.png"))
+    with pytest.raises(FdrlError, match="second FID at flow length 0"):
+        fig5([*same, same[1]], str(tmp_path / "bad.png"))
     assert not (tmp_path / "bad.png").exists()
 
 

@@ -84,9 +84,8 @@ rule fid:
         FID_SHELL
 
 
-# Fig. 5's FIDs at each flow length. Every backend is computed (the prior baseline's row of Table 1
-# is the one at 0 steps; Fig. 5 plots the first backend's): at paper scale, the second backend's
-# features of 10,000 images per flow length cost little beside sampling them.
+# Fig. 5's FIDs at each flow length, every backend (a panel each); the prior baseline's row of
+# Table 1 is the one at 0 steps.
 rule fid_flow_length:
     input:
         unpack(fid_inputs),

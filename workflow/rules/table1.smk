@@ -38,8 +38,8 @@ rule fig4:
 
 rule fig5:
     input:
-        [run_fid(config["flow_length"]["run"], BACKENDS[0], steps=n)
-         for n in config["flow_length"]["steps"]],
+        [run_fid(config["flow_length"]["run"], backend, steps=n)
+         for backend in BACKENDS for n in config["flow_length"]["steps"]],
     output:
         report(f"{ROOT}/figures/fig5_flow_length.png", caption=caption("fig5"), category="Table 1"),
     log:
