@@ -123,11 +123,14 @@ def _one_path_each(backends: Sequence[str], paths: Sequence, option: str) -> Non
 
 
 def _statistics(extractors: Sequence[Extractor], batches, device: torch.device,
-                total: int | None, desc: str, show: bool, n_images: int = 0) -> list[Moments]:
+                total: int | None, desc: str, show: bool,
+                rows_up_to: int | None = None) -> list[Moments]:
     """Each extractor's features' moments over every rank's batches (all-reduced); every batch
-    is read once and goes through each extractor. Where `n_images` (of all ranks) are at most
-    the features' dimension, the features themselves are kept too (gathered on every rank)."""
-    moments = [Moments(e.dim, device, keep_rows=n_images <= e.dim) for e in extractors]
+    is read once and goes through each extractor. Given `rows_up_to`, the number of images of
+    all ranks, the features themselves are kept too (gathered on every rank) where those are at
+    most the features' dimension."""
+    moments = [Moments(e.dim, device, keep_rows=rows_up_to is not None and rows_up_to <= e.dim)
+               for e in extractors]
     with progress(total, desc, "img", show) as bar:
         for images in batches:
             for extractor, m in zip(extractors, moments):

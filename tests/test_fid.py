@@ -154,6 +154,21 @@ def test_fid_ref_and_fid_with_two_gloo_processes_match_one(digits, classifier, t
     assert fews[1]["fid"] == pytest.approx(fews[0]["fid"], rel=1e-4)
 
 
+def test_only_a_scored_set_of_fewer_images_than_features_keeps_them(digits, classifier, tmp_path,
+                                                                    monkeypatch):
+    from fdrl import fid as fid_module
+
+    kept, moments = [], fid_module.Moments
+    monkeypatch.setattr(fid_module, "Moments",
+                        lambda *a, **k: kept.append(k.get("keep_rows")) or moments(*a, **k))
+    ref, weights = tmp_path / "ref.npz", {"classifier": classifier}
+    fid_ref([str(digits)], ["classifier"], [ref], weights, device="cpu")  # a reference: never
+    for n in (40, 100):  # the classifier's features are 64-d
+        chunk = write_chunk(tmp_path / f"{n}.npz", digits_nhwc()[:n])
+        fid([ref], ["classifier"], [tmp_path / f"{n}.json"], [chunk], weights=weights, device="cpu")
+    assert kept == [False, True, False]
+
+
 def test_the_quantization_bench_measures_floats_and_uint8(digits, classifier, tmp_path):
     from fdrl.config import load_config
     from fdrl.prior_fit import fit_prior
