@@ -151,7 +151,7 @@ def _mean_and_covariance(moments: Moments) -> tuple[np.ndarray, np.ndarray]:
 
 def distance_to_reference(moments: Moments, ref: dict) -> float:
     """The FID of features' moments (all-reduced) against a loaded reference."""
-    rows = None if moments.rows is None else moments.rows[0].cpu().numpy()
+    rows = None if moments.rows is None else moments.rows.cpu().numpy()
     mu, sigma = _mean_and_covariance(moments)
     return frechet_distance(ref["mu"], ref["sigma"], mu, sigma, rows2=rows)
 

@@ -29,8 +29,10 @@ class Moments:
         self.outer = torch.zeros(dim, dim, dtype=torch.float64, device=device)
         self.block_rows = block_rows or dim
         # The rows themselves, where fewer than dim are expected: a factor of the covariance
-        # smaller than it (`fid.frechet_distance`).
-        self.rows = [] if keep_rows else None
+        # smaller than it (`fid.frechet_distance`); every rank's, after `all_reduce`.
+        self.keep_rows = keep_rows
+        self._kept: list[Tensor] = []
+        self.rows: Tensor | None = None
 
     def add(self, rows: Tensor) -> None:
         """Adds a batch of rows (B, dim), of any floating dtype."""
@@ -40,17 +42,17 @@ class Moments:
         for start in range(0, x.shape[1], self.block_rows):
             block = slice(start, start + self.block_rows)
             self.outer[block].addmm_(x[:, block].T, x)
-        if self.rows is not None:
-            self.rows.append(x)
+        if self.keep_rows:
+            self._kept.append(x)
 
     def all_reduce(self) -> None:
         """Sums the moments of every rank, and gathers the kept rows of all (collective: call it
         on every rank)."""
         for t in (self.count, self.sum, self.outer):
             distributed.all_reduce_sum(t)
-        if self.rows is not None:
-            mine = torch.cat(self.rows) if self.rows else self.sum.new_zeros(0, len(self.sum))
-            self.rows = [distributed.all_gather_rows(mine)]
+        if self.keep_rows:
+            mine = torch.cat(self._kept) if self._kept else self.sum.new_zeros(0, len(self.sum))
+            self.rows = distributed.all_gather_rows(mine)
 
     def mean_and_covariance(self, ddof: int = 0) -> tuple[Tensor, Tensor]:
         """The mean and the covariance sum (x - mu)(x - mu)^T / (n - ddof): ddof 0 is the
