@@ -1,10 +1,29 @@
-"""What several test files share: reading the progress bars a verb wrote to stderr, and seeded
-random Inception weights (made once a session: about 10 s of CPU)."""
+"""What several test files share: how pytest-xdist splits them between workers, reading the
+progress bars a verb wrote to stderr, and seeded random Inception weights (made once a session
+per worker: about 10 s of CPU)."""
 
 import re
 from pathlib import Path
 
 import pytest
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """One xdist group per test file, so that a file's module fixtures (trained runs, shards) are
+    made once, by the worker that runs all its tests; the SLURM tests form one group, since they
+    share a session fixture and a cluster of two CPUs. Groups holding a `slurm` or `slow` test go
+    first, so that the long ones start at once, side by side, and the short ones fill the gaps
+    (pyproject.toml keeps xdist from reordering them by test count). Runs before xdist reads the
+    groups."""
+    def group(item):
+        path = Path(item.fspath)
+        return "slurm" if path.parent.name == "slurm" else path.stem
+
+    heavy = {group(i) for i in items if i.get_closest_marker("slurm") or i.get_closest_marker("slow")}
+    items.sort(key=lambda i: group(i) not in heavy)  # stable: file order otherwise
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group(item)))
 
 
 def drawn_states(err: str, unit: str) -> list[str]:

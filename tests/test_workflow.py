@@ -213,6 +213,7 @@ def check_applications(root):
     assert len(rows) == 33
 
 
+@pytest.mark.slow
 def test_smoke_dag_end_to_end(tmp_path):
     # 4.6 minutes on 2 cores of an AVX-512 EPYC, 12 on an AVX2-only one (before the FID jobs
     # were merged): a generous limit.
