@@ -17,8 +17,7 @@ def pytest_collection_modifyitems(items):
     (pyproject.toml keeps xdist from reordering them by test count). Runs before xdist reads the
     groups."""
     def group(item):
-        path = Path(item.fspath)
-        return "slurm" if path.parent.name == "slurm" else path.stem
+        return "slurm" if item.path.parent.name == "slurm" else item.path.stem
 
     heavy = {group(i) for i in items if i.get_closest_marker("slurm") or i.get_closest_marker("slow")}
     items.sort(key=lambda i: group(i) not in heavy)  # stable: file order otherwise
