@@ -10,6 +10,7 @@ last: a folder with a manifest is complete. Readers (`fdrl.data`) check each sha
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -51,10 +52,16 @@ def write_shard(source: Source, path: Path, indices: range, shape: tuple[int, ..
     return {"file": path.name, "count": len(indices), "sha256": sha256(path)}
 
 
+@functools.lru_cache(maxsize=1)
+def _opened(name: str, data_root: str) -> Source:
+    """Dataset `name`'s images, opened once per process: opening the digits or CIFAR10 loads
+    every image, which each shard's job would otherwise repeat."""
+    return dataset(name).source(data_root)
+
+
 def _write_shard_job(args: tuple) -> dict:
     name, data_root, path, start, stop = args
-    ds = dataset(name)
-    return write_shard(ds.source(data_root), path, range(start, stop), ds.shape)
+    return write_shard(_opened(name, data_root), path, range(start, stop), dataset(name).shape)
 
 
 def shard(name: str, data_root: str | os.PathLike, out: str | os.PathLike, shard_size: int,
@@ -73,11 +80,14 @@ def shard(name: str, data_root: str | os.PathLike, out: str | os.PathLike, shard
     jobs = [(name, str(data_root), out / f"{split}-{i:06d}.tar", i * shard_size,
              min(count, (i + 1) * shard_size)) for i in range(math.ceil(count / shard_size))]
     entries = []
-    with (ProcessPoolExecutor(workers) if workers > 1 else nullcontext()) as pool, \
-            progress(count, f"shard {name}", "img") as bar:
-        for entry in (pool.map if pool else map)(_write_shard_job, jobs):  # in the shards' order
-            entries.append(entry)
-            bar.update(entry["count"])
+    try:
+        with (ProcessPoolExecutor(workers) if workers > 1 else nullcontext()) as pool, \
+                progress(count, f"shard {name}", "img") as bar:
+            for entry in (pool.map if pool else map)(_write_shard_job, jobs):  # in shard order
+                entries.append(entry)
+                bar.update(entry["count"])
+    finally:
+        _opened.cache_clear()  # a later call in this process sees the data as it is then
     manifest = {"dataset": name, "split": split, "shape": list(ds.shape), "count": count,
                 "preprocess": str(ds.preprocess),
                 "format": "webdataset: {index:08d}.png (uint8, lossless), {index:08d}.cls",
