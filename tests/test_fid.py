@@ -57,14 +57,19 @@ def classifier(tmp_path_factory):
 
 # --- the classifier backend ------------------------------------------------------------------
 
-def test_classifier_is_accurate_and_deterministic(classifier, tmp_path):
-    blob = torch.load(classifier, weights_only=True)
-    config = blob["config"]  # tested on the held-out digits_test
+def test_classifier_is_accurate(classifier):
+    config = torch.load(classifier, weights_only=True)["config"]  # tested on the held-out digits_test
     assert config["test_accuracy"] > 0.95 and (config["train_size"], config["test_size"]) == (1498, 299)
-    again = tmp_path / "again.pt"
-    assert main(["train-classifier", "--out", str(again)]) == 0
-    second = torch.load(again, weights_only=True)["state_dict"]
-    assert all(torch.equal(v, second[k]) for k, v in blob["state_dict"].items())
+
+
+def test_classifier_training_is_deterministic(tmp_path):
+    # Two epochs twice, not the 30 of the fixture twice: the order of the batches and the
+    # updates is what could differ, and it does so from the first epoch on.
+    blobs = []
+    for name in ("first.pt", "second.pt"):
+        assert main(["train-classifier", "--epochs", "2", "--out", str(tmp_path / name)]) == 0
+        blobs.append(torch.load(tmp_path / name, weights_only=True)["state_dict"])
+    assert all(torch.equal(v, blobs[1][k]) for k, v in blobs[0].items())
 
 
 def test_classifier_fid_end_to_end(digits, classifier, tmp_path):
