@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from slurm_helpers import REPO
@@ -22,8 +23,10 @@ from slurm_helpers import REPO
 pytestmark = pytest.mark.slurm
 
 SMOKE = REPO / "workflow" / "config" / "smoke.yaml"
-# What the smoke check builds through SLURM: the whole of Table 1 at smoke scale.
+# What the smoke check builds through SLURM: the whole of Table 1 at smoke scale (the only test
+# that builds it end to end: the local smoke DAG test leaves it to this one).
 TARGETS = ["results/smoke/table1.csv"]
+BACKENDS = ("classifier", "torchvision-inception", "pytorch-fid", "clean-fid")
 # Rules that share a SLURM job (`--groups RULE=GROUP`), since each takes seconds, less than a
 # job's start-up and Snakemake's polling. Inside a group job the SLURM plugin runs one rule at a
 # time (its job-step executor takes `--jobs 1`), so each group job asks for one CPU (`--cores 1`)
@@ -71,12 +74,21 @@ def test_smoke_table1_through_sbatch(tmp_path, slurm_profile):
     assert len(jobs) == SBATCH_JOBS, out[-3000:]
     assert set(sacct_states(jobs).values()) == {"COMPLETED"}
     root = tmp_path / "results" / "smoke"
+    # Table 1: a computed row per run and backend, then the prior baseline's; Inception rows made
+    # with the smoke scale's random weights say so.
+    runs = yaml.safe_load(SMOKE.read_text())["table1"]["runs"]
     with open(root / "table1.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["run"]]
-    assert len(rows) == 7 * 4  # six runs and the prior baseline, four backends each
+    assert [(r["run"], r["backend"]) for r in rows] == [
+        (run, b) for run in [*runs, "digits_data_lsif-pearson"] for b in BACKENDS]
+    assert all(float(r["fid"]) >= 0 and r["n_samples"] == "8" and r["config_hash"] for r in rows)
+    assert all("RANDOM" in r["feature_extractor"] for r in rows if r["backend"] != "classifier")
+    assert rows[-1]["method"] == "prior samples, no flow" and rows[-1]["flow_steps"] == "0"
+    # Then the held-out digits' real images (their first 10-image shard), every backend.
     with open(root / "table1.csv", newline="") as f:
-        assert sum("held out" in r["method"] for r in csv.DictReader(f)) == 4  # digits_test
-    assert all(float(r["fid"]) >= 0 and r["config_hash"] for r in rows)
+        real = [r for r in csv.DictReader(f) if "held out" in r["method"]]
+    assert [(r["method"], r["dataset"], r["backend"], r["n_samples"]) for r in real] == [
+        ("real images of digits_test (held out, no model)", "digits", b, "10") for b in BACKENDS]
     final = torch.load(root / "runs" / "digits_data_lsif-pearson" / "final.pt", weights_only=True)
     assert final["config"]["pairing"] == "lsif-pearson"
     assert all(torch.isfinite(w).all() for w in final["ema"].values() if w.is_floating_point())
