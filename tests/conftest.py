@@ -1,28 +1,85 @@
-"""What several test files share: how pytest-xdist splits them between workers, reading the
-progress bars a verb wrote to stderr, and seeded random Inception weights (made once a session
-per worker: about 10 s of CPU)."""
+"""What several test files share: how pytest-xdist splits them between workers, the smoke DAG's
+workspace, reading the progress bars a verb wrote to stderr, and seeded random Inception weights
+(made once a session per worker: about 10 s of CPU)."""
 
+import csv
+import os
 import re
 from pathlib import Path
 
 import pytest
+import yaml
+
+# Each xdist worker runs torch and BLAS on its share of the cores (so do the processes its tests
+# start, where they do not set OMP_NUM_THREADS themselves): two workers of two threads each on
+# two cores make OpenMP's threads wait for one another, which made a test 5x slower. Read before
+# torch or numpy is imported.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _share = len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
+
+SMOKE = Path(__file__).resolve().parents[1] / "workflow" / "config" / "smoke.yaml"
+BACKENDS = ("classifier", "torchvision-inception", "pytorch-fid", "clean-fid")
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     """One xdist group per test file, so that a file's module fixtures (trained runs, shards) are
     made once, by the worker that runs all its tests; the SLURM tests form one group, since they
-    share a session fixture and a cluster of two CPUs. Groups holding a `slurm` or `slow` test go
-    first, so that the long ones start at once, side by side, and the short ones fill the gaps
-    (pyproject.toml keeps xdist from reordering them by test count). Runs before xdist reads the
-    groups."""
+    share a session fixture and a cluster of two CPUs, and the tests that share the smoke DAG's
+    workspace (`smoke_workspace`) join it. Groups holding a `slurm` or `slow` test go first, so
+    that the long ones start at once, side by side, and the short ones fill the gaps
+    (pyproject.toml keeps xdist from reordering them by test count); in the smoke workspace the
+    SLURM test goes before the local one. Runs before xdist reads the groups."""
     def group(item):
-        return "slurm" if item.path.parent.name == "slurm" else item.path.stem
+        smoke = "smoke_workspace" in getattr(item, "fixturenames", ())
+        return "slurm" if item.path.parent.name == "slurm" or smoke else item.path.stem
+
+    def local_smoke(item):
+        return "smoke_workspace" in getattr(item, "fixturenames", ()) and \
+            not item.get_closest_marker("slurm")
 
     heavy = {group(i) for i in items if i.get_closest_marker("slurm") or i.get_closest_marker("slow")}
-    items.sort(key=lambda i: group(i) not in heavy)  # stable: file order otherwise
+    items.sort(key=lambda i: (group(i) not in heavy, local_smoke(i)))  # stable: file order otherwise
     for item in items:
         item.add_marker(pytest.mark.xdist_group(group(item)))
+
+
+@pytest.fixture(scope="session")
+def smoke_workspace(tmp_path_factory):
+    """One Snakemake working folder for the smoke DAG end to end, shared so that its jobs run
+    once: where a SLURM cluster answers, tests/slurm's sbatch test builds Table 1 in it first
+    (every rule on its path, through sbatch), and tests/test_workflow.py's local test then builds
+    the rest of `all` with the local profile; without a cluster, the local test builds all of it.
+    Both tests are in one xdist group, the sbatch one first (`pytest_collection_modifyitems`)."""
+    return tmp_path_factory.mktemp("smoke")
+
+
+def check_smoke_table1(root: Path) -> None:
+    """The smoke scale's Table 1 under results folder `root`: a computed row per run and
+    backend, then the prior baseline's, then the held-out digits' real images; Inception rows
+    made with the smoke scale's random weights say so."""
+    smoke = yaml.safe_load(SMOKE.read_text())
+    runs, n_samples = smoke["table1"]["runs"], str(smoke["sampling"]["n_samples"])
+    with open(root / "table1.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    rows = [r for r in table if r["run"]]
+    assert [(r["run"], r["backend"]) for r in rows] == [
+        (run, b) for run in [*runs, smoke["table1"]["prior_baseline"]] for b in BACKENDS]
+    assert all(float(r["fid"]) >= 0 and r["n_samples"] == n_samples and r["config_hash"]
+               for r in rows)
+    assert all("RANDOM" in r["feature_extractor"] for r in rows if r["backend"] != "classifier")
+    assert rows[-1]["method"] == "prior samples, no flow" and rows[-1]["flow_steps"] == "0"
+    # The held-out digits' first 10-image shard, every backend.
+    real = [r for r in table if "held out" in r["method"]]
+    assert [(r["method"], r["dataset"], r["backend"], r["n_samples"]) for r in real] == [
+        ("real images of digits_test (held out, no model)", "digits", b, "10") for b in BACKENDS]
+
+
+@pytest.fixture
+def smoke_table1():
+    """`check_smoke_table1`, for the tests that build the smoke DAG."""
+    return check_smoke_table1
 
 
 def drawn_states(err: str, unit: str) -> list[str]:

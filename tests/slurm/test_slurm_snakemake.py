@@ -1,11 +1,11 @@
 """The workflow through Snakemake's SLURM executor, with the real cluster profile (site values
 replaced: slurm_helpers.write_test_profile): every job an sbatch submission, polled with sacct.
 
-Each test runs the repository's Snakefile with `--directory tmp_path`, as tests/test_workflow.py
-does, so outputs, logs and .snakemake/ stay in the test's folder.
+Each test runs the repository's Snakefile with `--directory` a folder of its own, as
+tests/test_workflow.py does, so outputs, logs and .snakemake/ stay out of the repository: the
+smoke Table 1 in the smoke DAG's shared workspace, the failing rule in its tmp_path.
 """
 
-import csv
 import os
 import re
 import subprocess
@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from slurm_helpers import REPO
@@ -23,10 +22,9 @@ from slurm_helpers import REPO
 pytestmark = pytest.mark.slurm
 
 SMOKE = REPO / "workflow" / "config" / "smoke.yaml"
-# What the smoke check builds through SLURM: the whole of Table 1 at smoke scale (the only test
-# that builds it end to end: the local smoke DAG test leaves it to this one).
+# What the smoke check builds through SLURM: the whole of Table 1 at smoke scale, in the workspace
+# the local smoke DAG test then completes (tests/conftest.py: smoke_workspace).
 TARGETS = ["results/smoke/table1.csv"]
-BACKENDS = ("classifier", "torchvision-inception", "pytorch-fid", "clean-fid")
 # Rules that share a SLURM job (`--groups RULE=GROUP`), since each takes seconds, less than a
 # job's start-up and Snakemake's polling. Inside a group job the SLURM plugin runs one rule at a
 # time (its job-step executor takes `--jobs 1`), so each group job asks for one CPU (`--cores 1`)
@@ -66,29 +64,18 @@ def sacct_states(job_ids):
     return dict(line.split("|", 1) for line in proc.stdout.split())
 
 
-def test_smoke_table1_through_sbatch(tmp_path, slurm_profile):
-    proc = snakemake(tmp_path, slurm_profile, TARGETS, *GROUPS)
+def test_smoke_table1_through_sbatch(smoke_workspace, slurm_profile, smoke_table1):
+    # The shared workspace is empty: this test goes first in it (tests/conftest.py); the local
+    # smoke test builds the rest of `all` there afterwards.
+    assert not (smoke_workspace / "results").exists(), "the smoke workspace was used before"
+    proc = snakemake(smoke_workspace, slurm_profile, TARGETS, *GROUPS)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
     jobs = slurm_jobs(out)
     assert len(jobs) == SBATCH_JOBS, out[-3000:]
     assert set(sacct_states(jobs).values()) == {"COMPLETED"}
-    root = tmp_path / "results" / "smoke"
-    # Table 1: a computed row per run and backend, then the prior baseline's; Inception rows made
-    # with the smoke scale's random weights say so.
-    runs = yaml.safe_load(SMOKE.read_text())["table1"]["runs"]
-    with open(root / "table1.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["run"]]
-    assert [(r["run"], r["backend"]) for r in rows] == [
-        (run, b) for run in [*runs, "digits_data_lsif-pearson"] for b in BACKENDS]
-    assert all(float(r["fid"]) >= 0 and r["n_samples"] == "8" and r["config_hash"] for r in rows)
-    assert all("RANDOM" in r["feature_extractor"] for r in rows if r["backend"] != "classifier")
-    assert rows[-1]["method"] == "prior samples, no flow" and rows[-1]["flow_steps"] == "0"
-    # Then the held-out digits' real images (their first 10-image shard), every backend.
-    with open(root / "table1.csv", newline="") as f:
-        real = [r for r in csv.DictReader(f) if "held out" in r["method"]]
-    assert [(r["method"], r["dataset"], r["backend"], r["n_samples"]) for r in real] == [
-        ("real images of digits_test (held out, no model)", "digits", b, "10") for b in BACKENDS]
+    root = smoke_workspace / "results" / "smoke"
+    smoke_table1(root)
     final = torch.load(root / "runs" / "digits_data_lsif-pearson" / "final.pt", weights_only=True)
     assert final["config"]["pairing"] == "lsif-pearson"
     assert all(torch.isfinite(w).all() for w in final["ema"].values() if w.is_floating_point())
