@@ -137,7 +137,11 @@ class _Lmdb:
         from PIL import Image
 
         with self.env.begin() as txn:
-            img = Image.open(io.BytesIO(txn.get(self.keys[index])))
+            try:
+                img = Image.open(io.BytesIO(txn.get(self.keys[index])))
+            except OSError as err:  # PIL's UnidentifiedImageError is one
+                raise FdrlError(f"entry {self.keys[index]!r} of {self.path} is not an image "
+                                f"({err}); download the database again") from None
         return _to_chw(self.transform(img)), 0
 
     def __getstate__(self) -> dict:  # worker processes reopen the environment
@@ -160,7 +164,12 @@ class _Folder:
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
         from PIL import Image
 
-        with Image.open(self.files[index]) as img:
+        try:
+            img = Image.open(self.files[index])
+        except OSError as err:  # PIL's UnidentifiedImageError is one
+            raise FdrlError(f"{self.files[index]} is not an image ({err}); remove or replace "
+                            "it, then run `fdrl shard` again") from None
+        with img:
             return _to_chw(self.transform(img)), self.label
 
 

@@ -15,6 +15,7 @@ import io
 import json
 import math
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
@@ -41,14 +42,13 @@ def write_shard(source: Source, path: Path, indices: range, shape: tuple[int, ..
     """Writes the samples `indices` of `source` to the tar at `path`; returns its manifest entry."""
     import webdataset as wds
 
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        writer = wds.TarWriter(f, mtime=0.0)
+    # The writer closes before its file, also on an error (then atomic_path drops the file).
+    with atomic_path(path) as tmp, open(tmp, "wb") as f, wds.TarWriter(f, mtime=0.0) as writer:
         for i in indices:
             image, label = source[i]
             if image.dtype != np.uint8 or tuple(image.shape) != shape:
                 raise FdrlError(f"sample {i} is {image.dtype} {tuple(image.shape)}, expected uint8 {shape}")
             writer.write({"__key__": f"{i:08d}", "png": encode_png(image), "cls": str(label).encode()})
-        writer.close()
     return {"file": path.name, "count": len(indices), "sha256": sha256(path)}
 
 
@@ -76,6 +76,7 @@ def shard(name: str, data_root: str | os.PathLike, out: str | os.PathLike, shard
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FdrlError(f"--out {out} is a file, not a folder; name a folder for the shards")
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(name, str(data_root), out / f"{split}-{i:06d}.tar", i * shard_size,
              min(count, (i + 1) * shard_size)) for i in range(math.ceil(count / shard_size))]
@@ -86,6 +87,10 @@ def shard(name: str, data_root: str | os.PathLike, out: str | os.PathLike, shard
             for entry in (pool.map if pool else map)(_write_shard_job, jobs):  # in shard order
                 entries.append(entry)
                 bar.update(entry["count"])
+    except BaseException:
+        if made:  # a folder this call made holds nothing until it is complete
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     finally:
         _opened.cache_clear()  # a later call in this process sees the data as it is then
     manifest = {"dataset": name, "split": split, "shape": list(ds.shape), "count": count,

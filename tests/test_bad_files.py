@@ -288,6 +288,39 @@ def test_an_empty_dataset_folder_and_a_file_as_shard_folder(tmp_path, capsys):
     assert "is a file, not a folder" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("layout", ["folder", "lmdb"])
+def test_a_file_that_is_not_an_image_stops_shard_with_one_sentence(layout, tmp_path, capsys):
+    # The third image is not one, so a 2-image shard was written before the error.
+    from PIL import Image
+
+    images = []
+    for i in range(2):
+        buf = io.BytesIO()
+        Image.fromarray(np.full((90, 100, 3), 40 * i, np.uint8)).save(buf, format="PNG")
+        images.append(buf.getvalue())
+    images.append(b"not an image")
+    if layout == "folder":
+        folder, name, bad = tmp_path / "cat2dog" / "trainA", "cat2dog_trainA", "2.png"
+        folder.mkdir(parents=True)
+        for i, data in enumerate(images):
+            (folder / f"{i}.png").write_bytes(data)
+    else:
+        import lmdb
+
+        env = lmdb.open(str(tmp_path / "church_outdoor_train_lmdb"), map_size=1 << 24)
+        with env.begin(write=True) as txn:
+            for i, data in enumerate(images):
+                txn.put(f"key{i}".encode(), data)
+        env.close()
+        name, bad = "lsun_church", "'key2'"
+    out = tmp_path / "shards"
+    assert main(["shard", "--dataset", name, "--data-root", str(tmp_path), "--out", str(out),
+                 "--shard-size", "2"]) == 1
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("fdrl shard: error: ") and bad in err and "is not an image" in err, err
+    assert not out.exists()
+
+
 def test_a_batch_of_zero_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:
         main(["sample", "--run", str(tmp_path), "--seeds", "0-3", "--batch", "0", "--out",
