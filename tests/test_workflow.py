@@ -216,8 +216,8 @@ def check_applications(root):
 @pytest.mark.slow
 def test_smoke_dag_end_to_end(smoke_workspace, smoke_table1):
     # Every job of `all` (81) that the sbatch smoke test has not built in the workspace before
-    # (where a SLURM cluster answers, Table 1's 28: then 53 here). 5.3 minutes on 2 cores of an
-    # AVX-512 EPYC for all 81 beside other tests: a generous limit.
+    # (where a SLURM cluster answers, Table 1's 28: then 53 here, 2-2.5 minutes on 2 cores of an
+    # AVX-512 EPYC; all 81 take about 4 minutes alone). 30 minutes: a generous limit.
     proc = snakemake(smoke_workspace, "--profile", str(REPO / "cluster_profiles" / "local"),
                      "--cores", "2", "--configfile", str(CONFIGS / "smoke.yaml"), timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
