@@ -15,7 +15,8 @@ import yaml
 # two cores make OpenMP's threads wait for one another, which made a test 5x slower. Read before
 # torch or numpy is imported.
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
-    _share = len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    _share = (_cores or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
 
 SMOKE = Path(__file__).resolve().parents[1] / "workflow" / "config" / "smoke.yaml"
