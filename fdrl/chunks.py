@@ -7,6 +7,8 @@ FID results and Table 1 carry on. Chunks of class-conditional samples and of tra
 also hold `labels` (int64): the class each image was conditioned on, or its source image's
 label. The chunks of one FID or figure come from one run and one flow length, and no seed
 occurs twice among them.
+
+Only `chunk_batches` needs torch, and imports it: a figure drawn from chunks starts without it.
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from fdrl.errors import FdrlError
 from fdrl.io import atomic_path, check_zip
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 Paths = list[str | os.PathLike]
 
@@ -117,6 +120,8 @@ def read_labels(paths: Paths) -> np.ndarray | None:
 def chunk_batches(paths: Paths, rank: int, world_size: int, batch: int) -> Iterator[Tensor]:
     """This rank's images of the chunks (global index = rank mod world size), as uint8
     (B, C, H, W) batches."""
+    import torch
+
     offset = 0
     for path in paths:
         with np.load(path) as z:

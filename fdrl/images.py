@@ -1,19 +1,26 @@
-"""Images as the pipeline stores and shows them: floats in [-1, 1] to uint8, and image grids."""
+"""Images as the pipeline stores and shows them: floats in [-1, 1] to uint8, and image grids.
+
+Only the conversion of tensors imports torch: a figure of stored uint8 images starts without it.
+"""
 
 from __future__ import annotations
 
 import math
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from fdrl.io import atomic_path
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def to_uint8(x: Tensor) -> np.ndarray:
     """Images in [-1, 1], (N, C, H, W), as uint8 NHWC: what sample chunks, FID and PNGs hold."""
+    import torch
+
     return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 

@@ -110,6 +110,22 @@ def test_the_command_line_builds_its_parser_without_torch():
     assert proc.stdout.strip() == "False", proc.stderr
 
 
+def test_a_figure_of_stored_samples_is_drawn_without_torch(tmp_path):
+    # Figure jobs are many and short: torch's import (about 2 s) would be most of each.
+    import numpy as np
+
+    from fdrl.chunks import write_chunk
+
+    chunk = tmp_path / "chunk.npz"
+    write_chunk(chunk, np.zeros((4, 8, 8, 1), np.uint8), np.arange(4), {})
+    code = ("import sys; from fdrl.cli import main; "
+            f"main(['figure', 'fig4', {str(chunk)!r}, '--out', {str(tmp_path / 'f.png')!r}]); "
+            "print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "False", proc.stderr
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_names_agree_with_the_registries():
     from fdrl.divergences import DIVERGENCES
     from fdrl.features import WEIGHT_FILES
