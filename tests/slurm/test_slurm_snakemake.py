@@ -31,10 +31,10 @@ TARGETS = ["results/smoke/table1.csv"]
 # and the groups are cut so that two of them keep the node's two CPUs busy: the data first (two
 # jobs: the digits' shards and prior, the held-out digits' shards); then training and sampling of
 # the six runs (`--group-components run=6`: one job) beside the FID references (the Inception
-# weights, the digits classifier, the reference statistics and the held-out digits' FIDs); then
-# the runs' FIDs in two jobs (`score=4`); Table 1 last. Seven sbatch jobs in all.
+# weights, the digits classifier, the reference statistics); then the runs' and the held-out
+# digits' FIDs in two jobs of four (`score=4`); Table 1 last. Seven sbatch jobs in all.
 GROUPS = ["--groups", "shard=data", "fit_prior=data", "random_inception_weights=refs",
-          "train_classifier=refs", "fid_ref=refs", "fid_held_out=refs", "train=run",
+          "train_classifier=refs", "fid_ref=refs", "fid_held_out=score", "train=run",
           "sample=run", "sample_flow_length=run", "fid=score", "fid_flow_length=score",
           "--group-components", "run=6", "score=4", "--cores", "1", "--resources", "mem_mb=2000"]
 SBATCH_JOBS = 7
