@@ -20,7 +20,6 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
 
 SMOKE = Path(__file__).resolve().parents[1] / "workflow" / "config" / "smoke.yaml"
-BACKENDS = ("classifier", "torchvision-inception", "pytorch-fid", "clean-fid")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -32,13 +31,14 @@ def pytest_collection_modifyitems(items):
     that the long ones start at once, side by side, and the short ones fill the gaps
     (pyproject.toml keeps xdist from reordering them by test count); in the smoke workspace the
     SLURM test goes before the local one. Runs before xdist reads the groups."""
+    def smoke(item):
+        return "smoke_workspace" in getattr(item, "fixturenames", ())
+
     def group(item):
-        smoke = "smoke_workspace" in getattr(item, "fixturenames", ())
-        return "slurm" if item.path.parent.name == "slurm" or smoke else item.path.stem
+        return "slurm" if item.path.parent.name == "slurm" or smoke(item) else item.path.stem
 
     def local_smoke(item):
-        return "smoke_workspace" in getattr(item, "fixturenames", ()) and \
-            not item.get_closest_marker("slurm")
+        return smoke(item) and not item.get_closest_marker("slurm")
 
     heavy = {group(i) for i in items if i.get_closest_marker("slurm") or i.get_closest_marker("slow")}
     items.sort(key=lambda i: (group(i) not in heavy, local_smoke(i)))  # stable: file order otherwise
@@ -62,11 +62,12 @@ def check_smoke_table1(root: Path) -> None:
     made with the smoke scale's random weights say so."""
     smoke = yaml.safe_load(SMOKE.read_text())
     runs, n_samples = smoke["table1"]["runs"], str(smoke["sampling"]["n_samples"])
+    backends = smoke["evaluation"]["backends"]  # Table 1's order within a run
     with open(root / "table1.csv", newline="") as f:
         table = list(csv.DictReader(f))
     rows = [r for r in table if r["run"]]
     assert [(r["run"], r["backend"]) for r in rows] == [
-        (run, b) for run in [*runs, smoke["table1"]["prior_baseline"]] for b in BACKENDS]
+        (run, b) for run in [*runs, smoke["table1"]["prior_baseline"]] for b in backends]
     assert all(float(r["fid"]) >= 0 and r["n_samples"] == n_samples and r["config_hash"]
                for r in rows)
     assert all("RANDOM" in r["feature_extractor"] for r in rows if r["backend"] != "classifier")
@@ -74,7 +75,7 @@ def check_smoke_table1(root: Path) -> None:
     # The held-out digits' first 10-image shard, every backend.
     real = [r for r in table if "held out" in r["method"]]
     assert [(r["method"], r["dataset"], r["backend"], r["n_samples"]) for r in real] == [
-        ("real images of digits_test (held out, no model)", "digits", b, "10") for b in BACKENDS]
+        ("real images of digits_test (held out, no model)", "digits", b, "10") for b in backends]
 
 
 @pytest.fixture
