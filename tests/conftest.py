@@ -46,6 +46,24 @@ def pytest_collection_modifyitems(items):
         item.add_marker(pytest.mark.xdist_group(group(item)))
 
 
+def pytest_runtest_setup(item):
+    """Tests marked `gpu` run where torch sees a CUDA device (bench/gpu_check.sh runs them all)
+    and are skipped elsewhere."""
+    if item.get_closest_marker("gpu"):
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("needs a CUDA device; torch sees none here")
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def device(request):
+    """Each device a test's checks must hold on: the CPU everywhere, CUDA where there is one."""
+    import torch
+
+    return torch.device(request.param)
+
+
 @pytest.fixture(scope="session")
 def smoke_workspace(tmp_path_factory):
     """One Snakemake working folder for the smoke DAG end to end, shared so that its jobs run

@@ -28,24 +28,25 @@ def relative_error(a, b):
     return float((a - b).norm() / b.norm())
 
 
-def test_bf16_runs_the_network_in_bf16_and_returns_float32():
-    net = torch.nn.Linear(4, 1)
+def test_bf16_runs_the_network_in_bf16_and_returns_float32(device):
+    net = torch.nn.Linear(4, 1).to(device)
     seen = []
     net.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-    out = BF16.forward(net, torch.randn(3, 4))
+    out = BF16.forward(net, torch.randn(3, 4, device=device))
     assert seen == [torch.bfloat16] and out.dtype == torch.float32
-    assert FP32.forward(net, torch.randn(3, 4)).dtype == torch.float32 and seen[-1] == torch.float32
+    x = torch.randn(3, 4, device=device)
+    assert FP32.forward(net, x).dtype == torch.float32 and seen[-1] == torch.float32
 
 
 @pytest.mark.parametrize("name", ["lsif-pearson", "lr-kl"])
-def test_bf16_flow_keeps_x_float32_and_follows_the_float32_flow(name):
+def test_bf16_flow_keeps_x_float32_and_follows_the_float32_flow(name, device):
     torch.manual_seed(0)
-    net = MLP()
+    net = MLP().to(device)
     params = FlowParams(steps=20, eta=0.05, nu=0.01)
-    x0 = torch.randn(256, 2)
+    x0 = torch.randn(256, 2).to(device)
     div = pairing(name).divergence
-    x32 = flow(net, x0, div, params, GeneratorNoise(3))
-    x16 = flow(net, x0, div, params, GeneratorNoise(3), precision=BF16)
+    x32 = flow(net, x0, div, params, GeneratorNoise(3, device))
+    x16 = flow(net, x0, div, params, GeneratorNoise(3, device), precision=BF16)
     assert x16.dtype == torch.float32 and not torch.equal(x16, x32)  # bf16 did run
     # The drift of 20 steps agrees to bf16's rounding; a sign error or a bf16 state would not.
     assert relative_error(x16 - x0, x32 - x0) < 0.05
@@ -56,39 +57,42 @@ def test_bf16_flow_keeps_x_float32_and_follows_the_float32_flow(name):
     assert g16.dtype == torch.float32 and relative_error(g16, g32) < 0.05
 
 
-def test_bf16_step_keeps_weights_optimizer_and_ema_float32():
+def test_bf16_step_keeps_weights_optimizer_and_ema_float32(device):
     torch.manual_seed(0)
-    net = MLP()
+    net = MLP().to(device)
     reference = copy.deepcopy(net)
     ema = EMA(net, 0.9)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    x_data, x_prior = torch.randn(64, 2) + 1, torch.randn(64, 2)
+    x_data, x_prior = (torch.randn(64, 2) + 1).to(device), torch.randn(64, 2).to(device)
     params = FlowParams(5, 0.5, 0.01)
-    result = fdrl_step(net, optimizer, pairing("lr-kl"), x_data, x_prior, params, GeneratorNoise(1),
-                       ema, BF16)
+    result = fdrl_step(net, optimizer, pairing("lr-kl"), x_data, x_prior, params,
+                       GeneratorNoise(1, device), ema, BF16)
     assert torch.isfinite(result.loss) and result.x_flow.dtype == torch.float32
     tensors = [*net.parameters(), *ema.module.parameters(),
                *(v for s in optimizer.state.values() for v in s.values() if v.dim() > 0)]
     assert all(t.dtype == torch.float32 for t in tensors)
     # The same step in float32 moves the weights the same way (Adam's first step is lr * sign).
     ref_result = fdrl_step(reference, torch.optim.Adam(reference.parameters(), lr=1e-3),
-                           pairing("lr-kl"), x_data, x_prior, params, GeneratorNoise(1))
+                           pairing("lr-kl"), x_data, x_prior, params, GeneratorNoise(1, device))
     assert abs(float(result.loss - ref_result.loss)) < 0.02 * abs(float(ref_result.loss)) + 1e-3
     moved = [(p - q).detach().flatten() for p, q in zip(net.parameters(), reference.parameters())]
     assert float(torch.cat(moved).abs().max()) < 1e-2  # one Adam step of 1e-3 each, sign aside
 
 
-def test_channels_last_changes_only_the_memory_order():
+def test_channels_last_changes_only_the_memory_order(device):
     torch.manual_seed(0)
-    net = build_network("resnet8", in_channels=1).eval()
+    net = build_network("resnet8", in_channels=1).eval().to(device)
     last = Precision("fp32", channels_last=True)
     moved = last.prepare(copy.deepcopy(net))
     conv = next(m for m in moved.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-    x0 = torch.rand(8, 1, 8, 8) * 2 - 1
+    x0 = (torch.rand(8, 1, 8, 8) * 2 - 1).to(device)
     div, params = pairing("lsif-pearson").divergence, FlowParams(3, 1.0, 0.01)
-    a = flow(net, x0, div, params, GeneratorNoise(0))
-    b = flow(moved, x0, div, params, GeneratorNoise(0), precision=last)
+    # cuDNN convolves float32 in TF32 by default; full float32 here, so that only the order of
+    # sums differs between the two layouts.
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        a = flow(net, x0, div, params, GeneratorNoise(0, device))
+        b = flow(moved, x0, div, params, GeneratorNoise(0, device), precision=last)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
@@ -125,11 +129,15 @@ def test_auto_takes_the_precision_that_runs_faster_here(slow, chosen):
     assert seconds["fp32" if chosen == "bf16" else "bf16"] > 0.02 > seconds[chosen]
 
 
-def test_measuring_leaves_the_network_and_the_random_streams_alone():
+def test_measuring_leaves_the_network_and_the_random_streams_alone(device):
     torch.manual_seed(0)
-    net = build_network("resnet8", in_channels=1, spectral_norm=True)  # forwards update its vectors
+    # Forwards in train mode update spectral norm's vectors.
+    net = build_network("resnet8", in_channels=1, spectral_norm=True).to(device)
     before, rng = copy.deepcopy(net.state_dict()), torch.get_rng_state()
-    precision, _ = fastest(net, (2, 1, 8, 8), torch.device("cpu"), channels_last=True)
+    cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    precision, _ = fastest(net, (2, 1, 8, 8), device, channels_last=True)
     assert precision.channels_last and torch.equal(torch.get_rng_state(), rng)
+    if cuda_rng is not None:
+        assert torch.equal(torch.cuda.get_rng_state(device), cuda_rng)
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
     assert next(net.parameters()).is_contiguous()  # the run's own weights keep their layout

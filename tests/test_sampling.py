@@ -45,11 +45,11 @@ def assert_same_images(a, b):
     assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (diff.max(), (diff > 0).mean())
 
 
-def test_an_image_depends_on_its_seed_alone(run, tmp_path):
-    sample(run, list(range(10)), tmp_path / "all.npz", batch=10, device="cpu")
-    sample(run, list(range(10)), tmp_path / "small.npz", batch=3, device="cpu")
-    sample(run, list(range(4)), tmp_path / "a.npz", device="cpu")
-    sample(run, list(range(4, 10)), tmp_path / "b.npz", device="cpu")
+def test_an_image_depends_on_its_seed_alone(run, tmp_path, device):
+    sample(run, list(range(10)), tmp_path / "all.npz", batch=10, device=device.type)
+    sample(run, list(range(10)), tmp_path / "small.npz", batch=3, device=device.type)
+    sample(run, list(range(4)), tmp_path / "a.npz", device=device.type)
+    sample(run, list(range(4, 10)), tmp_path / "b.npz", device=device.type)
     whole, seeds, _ = read_chunks([str(tmp_path / "all.npz")])
     assert whole.shape == (10, 8, 8, 1) and whole.dtype == np.uint8 and seeds.tolist() == list(range(10))
     assert_same_images(read_chunks([str(tmp_path / "small.npz")])[0], whole)
@@ -106,15 +106,15 @@ def test_chunks_name_their_run_and_flow_length(run, tmp_path):
         read_chunks([str(tmp_path / "a.npz"), str(tmp_path / "prior.npz")])
 
 
-def test_sampling_runs_in_the_runs_precision_unless_told_otherwise(run, tmp_path):
-    sample(run, list(range(16)), tmp_path / "fp32.npz", device="cpu")
-    sample(run, list(range(16)), tmp_path / "bf16.npz", device="cpu", precision="bf16")
+def test_sampling_runs_in_the_runs_precision_unless_told_otherwise(run, tmp_path, device):
+    sample(run, list(range(16)), tmp_path / "fp32.npz", device=device.type)
+    sample(run, list(range(16)), tmp_path / "bf16.npz", device=device.type, precision="bf16")
     fp32, _, info32 = read_chunks([str(tmp_path / "fp32.npz")])
     bf16, _, info16 = read_chunks([str(tmp_path / "bf16.npz")])
     assert (info32["precision"], info16["precision"]) == ("fp32", "bf16")
     diff = np.abs(fp32.astype(np.int16) - bf16.astype(np.int16))
     assert 0 < diff.mean() < 8  # the same images up to bf16's rounding, not other images
-    sample(run, [16, 17], tmp_path / "more.npz", device="cpu", precision="bf16")
+    sample(run, [16, 17], tmp_path / "more.npz", device=device.type, precision="bf16")
     with pytest.raises(FdrlError, match="different runs"):
         read_chunks([str(tmp_path / "fp32.npz"), str(tmp_path / "more.npz")])
 

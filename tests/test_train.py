@@ -258,10 +258,11 @@ def test_uniform_and_source_domain_priors_train(prior, digits, tmp_path):
     assert (tmp_path / "run" / "samples" / "step-000002.png").exists()
 
 
-def test_auto_precision_trains_in_the_measured_one_and_records_it(digits, tmp_path, capsys):
+def test_auto_precision_trains_in_the_measured_one_and_records_it(digits, tmp_path, capsys,
+                                                                  device):
     cfg = load_config(config(tmp_path, digits, network="mlp_digits", precision="auto", steps=2,
                              log_every=1, sample_every=2, checkpoint_every=2))
-    final = train(cfg, tmp_path / "run", device="cpu")
+    final = train(cfg, tmp_path / "run", device=device.type)
     chosen = torch.load(final, weights_only=True)["config"]["precision"]
     assert chosen in ("fp32", "bf16")
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["precision"] == chosen

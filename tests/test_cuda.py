@@ -1,0 +1,114 @@
+"""What only a CUDA device can show: the flow, training, resuming and the Inception features
+give there what they give on the CPU (tests marked `gpu`, skipped without CUDA; where a check
+holds on every device, its test takes the `device` fixture instead and runs on both).
+
+cuDNN convolves float32 in TF32 by default, and the CPU sums in another order, so CUDA and CPU
+agree to about 1e-3 relative, not bitwise; the tolerances below are an order above that and
+orders below what a wrong device, dtype or layout would give.
+"""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from fdrl.checkpoint import load_checkpoint
+from fdrl.config import load_config
+from fdrl.divergences import pairing
+from fdrl.flow import FlowParams, flow
+from fdrl.nets import build_network
+from fdrl.noise import GeneratorNoise
+from fdrl.precision import Precision
+from fdrl.prior_fit import fit_prior
+from fdrl.sampling import Sampler
+from fdrl.shards import shard
+from fdrl.train import train
+
+pytestmark = pytest.mark.gpu
+CUDA = torch.device("cuda")
+
+
+def relative_error(a, b):
+    return float((a.cpu() - b.cpu()).norm() / b.cpu().norm())
+
+
+class DrawnOnCpu:
+    """The draws of a CPU generator, moved to `device`: the same noise on both devices."""
+
+    def __init__(self, seed, device):
+        self.noise, self.device = GeneratorNoise(seed), device
+
+    def randn(self, n, shape):
+        return self.noise.randn(n, shape).to(self.device)
+
+    def rand(self, n, shape):
+        return self.noise.rand(n, shape).to(self.device)
+
+
+@pytest.mark.parametrize("precision, tolerance", [(Precision("fp32"), 0.01),
+                                                  (Precision("bf16", channels_last=True), 0.05)])
+def test_a_cifar_flow_on_cuda_follows_the_flow_on_the_cpu(precision, tolerance):
+    """Table 3's CIFAR-10 ResNet, with spectral norm, K = 5 steps of Eq. 9 from the same x_0
+    with the same noise: the CUDA drift x_K - x_0 matches the CPU's in float32."""
+    torch.manual_seed(0)
+    net = build_network("resnet32", in_channels=3, spectral_norm=True).eval()
+    on_cuda = precision.prepare(copy.deepcopy(net).to(CUDA))
+    x0 = torch.rand(8, 3, 32, 32) * 2 - 1
+    div, params = pairing("lsif-pearson").divergence, FlowParams(5, 3.0, 0.01)
+    on_cpu = flow(net, x0, div, params, DrawnOnCpu(0, "cpu"))
+    x = flow(on_cuda, x0.to(CUDA), div, params, DrawnOnCpu(0, CUDA), precision=precision)
+    assert x.device.type == "cuda" and x.dtype == torch.float32
+    assert relative_error(x - x0.to(CUDA), on_cpu - x0) < tolerance
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("digits")
+    shard("digits", "unused", root / "shards", shard_size=1000)
+    fit_prior([str(root / "shards")], root / "prior.pt", device="cuda")
+    return root
+
+
+def digits_config(digits, folder, steps):
+    cfg = {"data": str(digits / "shards"), "prior": "data", "prior_path": str(digits / "prior.pt"),
+           "network": "resnet8", "steps": steps, "batch": 16, "flow_steps": 3, "sample_steps": 4,
+           "precision": "bf16", "channels_last": True, "log_every": 2, "sample_every": 4,
+           "checkpoint_every": 2, "keep_checkpoints": 0}
+    path = folder / f"steps-{steps}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return load_config(path)
+
+
+def test_a_run_on_cuda_resumes_there_and_samples_on_the_cpu(digits, tmp_path):
+    """bf16 + channels-last training on CUDA: stopped at step 4 and resumed to 8, it ends where
+    an unbroken run ends (cuDNN's backward may sum in another order: to 1e-3 of each tensor);
+    its weights stay float32; the CPU loads and samples the run."""
+    whole = train(digits_config(digits, tmp_path, 8), tmp_path / "whole", device="cuda")
+    train(digits_config(digits, tmp_path, 4), tmp_path / "broken", device="cuda")
+    resumed = train(digits_config(digits, tmp_path, 8), tmp_path / "broken", device="cuda")
+    a, b = load_checkpoint(whole), load_checkpoint(resumed)
+    assert a["step"] == b["step"] == 8
+    for name, w in a["ema"].items():
+        assert w.dtype == b["ema"][name].dtype
+        scale = w.float().abs().max().clamp_min(1e-12)
+        assert (w.float() - b["ema"][name].float()).abs().max() <= 1e-3 * scale, name
+    assert all(w.dtype == torch.float32 for w in a["ema"].values() if w.is_floating_point())
+    sampler = Sampler.load(tmp_path / "whole", torch.device("cpu"))
+    images = sampler.generate([0, 1, 2])
+    assert images.shape == (3, 1, 8, 8) and torch.isfinite(images).all()
+
+
+def test_inception_features_on_cuda_equal_the_cpus(random_weights):
+    """The three Inception backends (seeded random weights) on CUDA and on the CPU, float32 as
+    the FID protocol has it, from the same uint8 images."""
+    from fdrl.features import load_extractor
+
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (4, 3, 32, 32),
+                                                                dtype=np.uint8))
+    for backend in ("pytorch-fid", "torchvision-inception", "clean-fid"):
+        on_cpu = load_extractor(backend, random_weights, "cpu")(images)
+        on_cuda = load_extractor(backend, random_weights, "cuda")(images)
+        assert on_cuda.device.type == "cuda" and on_cuda.dtype == torch.float32
+        assert relative_error(on_cuda, on_cpu) < 1e-2, backend
