@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The checks that need a CUDA device, in one run, on one GPU of a node where fdrl is installed:
+#
+#   bash bench/gpu_check.sh PATH/TO/FDRL [OUT_DIR] [compare_reference options...]
+#
+# 1. the tests marked `gpu` (tests/test_cuda.py, and the CUDA half of every test that takes the
+#    `device` fixture): the flow, training, resuming, sampling and the Inception features on CUDA
+#    against the CPU;
+# 2. bench/compare_reference.py on CUDA: our training step in fp32, fp32 + channels-last, bf16 and
+#    bf16 + channels-last against the authors' code (PATH/TO/FDRL, a checkout of
+#    github.com/ajrheng/FDRL) at the paper's CIFAR-10 settings (ResNet32, batch 64, K = 100), the
+#    multiple of the bf16 FLOP floor, and the sampling throughput at K + kappa = 120 (10,000
+#    images, with the time 50,000 take).
+#
+# Everything printed also goes to OUT_DIR (default gpu-check/): tests.log, compare.log and
+# compare_cuda.json. Options after OUT_DIR go to compare_reference.py (e.g. --sample-images
+# 50000). Exits non-zero if torch sees no CUDA device or either step fails; runs both steps
+# either way.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if [[ $# -lt 1 || ! -f "$1/src/models.py" ]]; then
+    echo "gpu_check: error: give a checkout of the authors' code as the first argument" \
+         "(git clone https://github.com/ajrheng/FDRL), e.g. bash bench/gpu_check.sh ~/src/FDRL" >&2
+    exit 2
+fi
+reference=$1 out=${2:-gpu-check}
+shift $(( $# < 2 ? $# : 2 ))
+if ! python -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
+    echo "gpu_check: error: torch sees no CUDA device here; run it on a GPU node" >&2
+    exit 2
+fi
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
+
+status=0
+python -m pytest -m gpu -n 0 -p no:cacheprovider 2>&1 | tee "$out/tests.log" || status=1
+python bench/compare_reference.py --reference "$reference" --device cuda \
+    --precisions fp32,fp32+cl,bf16,bf16+cl --sample-batch 500 --sample-images 10000 \
+    --json "$out/compare_cuda.json" "$@" 2>&1 | tee "$out/compare.log" || status=1
+exit $status
