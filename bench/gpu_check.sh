@@ -10,12 +10,14 @@
 #    bf16 + channels-last against the authors' code (PATH/TO/FDRL, a checkout of
 #    github.com/ajrheng/FDRL) at the paper's CIFAR-10 settings (ResNet32, batch 64, K = 100), the
 #    multiple of the bf16 FLOP floor, and the sampling throughput at K + kappa = 120 (10,000
-#    images, with the time 50,000 take).
+#    images, with the time 50,000 take);
+# 3. bench/flow_capture.py: the K = 100 flow of that network in bf16 + channels-last, eager,
+#    with torch.compile and as one CUDA graph (whether either pays for its setup).
 #
-# Everything printed also goes to OUT_DIR (default gpu-check/): tests.log, compare.log and
-# compare_cuda.json. Options after OUT_DIR go to compare_reference.py (e.g. --sample-images
-# 50000). Exits non-zero if torch sees no CUDA device or either step fails; runs both steps
-# either way.
+# Everything printed also goes to OUT_DIR (default gpu-check/): tests.log, compare.log,
+# compare_cuda.json, capture.log and capture_cuda.json. Options after OUT_DIR go to
+# compare_reference.py (e.g. --sample-images 50000). Exits non-zero if torch sees no CUDA device
+# or a step fails; runs every step either way.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [[ $# -lt 1 || ! -f "$1/src/models.py" ]]; then
@@ -38,4 +40,7 @@ python -m pytest -m gpu -n 0 -p no:cacheprovider 2>&1 | tee "$out/tests.log" || 
 python bench/compare_reference.py --reference "$reference" --device cuda \
     --precisions fp32,fp32+cl,bf16,bf16+cl --sample-batch 500 --sample-images 10000 \
     --json "$out/compare_cuda.json" "$@" 2>&1 | tee "$out/compare.log" || status=1
+python bench/flow_capture.py --device cuda --network resnet32 --spectral-norm --batch 64 \
+    --flow-steps 100 --precision bf16 --channels-last --json "$out/capture_cuda.json" 2>&1 \
+    | tee "$out/capture.log" || status=1
 exit $status

@@ -74,3 +74,19 @@ def test_each_flow_step_costs_two_forwards_and_input_gradients():
     # A flow step runs the network forward on both prior samples and takes the gradient with
     # respect to the input: for convolutions and dense layers that costs what the forward does.
     assert flops[2] - flops[1] == flops[1] - flops[0] == 4 * forward > 0
+
+
+def test_flow_capture_times_the_eager_flow_and_refuses_a_graph_without_cuda(tmp_path):
+    """bench/flow_capture.py on the CPU (its compile way takes a minute, its graph way CUDA)."""
+    script = REPO / "bench" / "flow_capture.py"
+    proc = subprocess.run([sys.executable, str(script), "--device", "cpu", "--network",
+                           "mlp_digits", "--channels", "1", "--batch", "4", "--flow-steps", "3",
+                           "--rounds", "2", "--ways", "eager", "--json", str(tmp_path / "out.json")],
+                          capture_output=True, text=True, env=ENV, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((tmp_path / "out.json").read_text())
+    assert record["flow_steps"] == 3 and len(record["seconds_per_flow"]["eager"]) == 2
+    assert record["drift_relative_difference_from_eager"] == {"eager": 0.0}
+    proc = subprocess.run([sys.executable, str(script), "--device", "cpu", "--ways", "graph"],
+                          capture_output=True, text=True, env=ENV, cwd=REPO, timeout=120)
+    assert proc.returncode == 2 and "a CUDA graph needs CUDA" in proc.stderr

@@ -1,0 +1,174 @@
+"""Seconds per flow of K steps (Eq. 9) three ways: eager, with `torch.compile` of the potential,
+and (CUDA only) as one CUDA graph of the whole K-step loop; each result checked against eager.
+
+    python bench/flow_capture.py --device cuda --network resnet32 --spectral-norm \
+        --batch 64 --flow-steps 100 --precision bf16 --channels-last
+    python bench/flow_capture.py --device cpu --network mlp_digits --channels 1 --batch 64 \
+        --flow-steps 50 --ways eager,compile
+
+The flow is the whole cost of FDRL (K steps per training step, K + kappa per sample), and a
+flow step of a small network is many short kernels: on a GPU their launches, not their
+arithmetic, can set the pace. `compile` runs `fdrl.flow.trajectory` on the potential compiled by
+inductor (forward and, through AOTAutograd, its input gradient); `graph` captures the K steps
+of `trajectory`, potential and Eq. 9 update alike, once, and replays them. All three run the
+network as `fdrl.flow.flow` does (frozen: eval mode, cached spectral-norm weights, no parameter
+gradients) in the given precision, from the same x_0 with the same noise, which is drawn for
+all K steps first so that a captured graph reads it from one buffer. Rounds interleave the ways;
+the medians and the cost of compiling or capturing are printed, then the JSON record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+from torch import Tensor
+
+from fdrl.divergences import pairing
+from fdrl.flow import FlowParams, frozen, ratio_potential, trajectory
+from fdrl.names import PAIRINGS, PRECISIONS
+from fdrl.nets import IMAGE_NETWORKS, build_network, count_parameters
+from fdrl.precision import Precision
+from timing import sync
+
+WAYS = ("eager", "compile", "graph")
+
+
+class Replayed:
+    """The flow's noise from a buffer of all K steps' draws, step k reading row k."""
+
+    def __init__(self, draws: Tensor):
+        self.draws, self.k = draws, 0
+
+    def randn(self, n: int, shape: tuple[int, ...]) -> Tensor:
+        draw = self.draws[self.k]
+        self.k += 1
+        return draw
+
+
+def last(potential, x0: Tensor, params: FlowParams, draws: Tensor) -> Tensor:
+    """x_K of `trajectory`."""
+    x = x0
+    for x in trajectory(potential, x0, params, Replayed(draws)):
+        pass
+    return x
+
+
+def captured(potential, x0: Tensor, params: FlowParams, draws: Tensor):
+    """`last` captured as one CUDA graph after three warm-up runs on a side stream (as
+    torch.cuda.graph requires); returns a function of (x0, draws) that replays it."""
+    static_x0, static_draws = x0.clone(), draws.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            last(potential, static_x0, params, static_draws)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = last(potential, static_x0, params, static_draws)
+
+    def replay(x: Tensor, d: Tensor) -> Tensor:
+        static_x0.copy_(x)
+        static_draws.copy_(d)
+        graph.replay()
+        return static_out
+    return replay
+
+
+def parse() -> argparse.Namespace:
+    dflt = " (default: %(default)s)"
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--network", choices=list(IMAGE_NETWORKS), default="resnet32", help=dflt)
+    p.add_argument("--image-size", type=int, help="default: the network's (Table 3)")
+    p.add_argument("--channels", type=int, default=3, help=dflt)
+    p.add_argument("--spectral-norm", action="store_true")
+    p.add_argument("--batch", type=int, default=64, help=dflt)
+    p.add_argument("--flow-steps", type=int, default=100, help="K" + dflt)
+    p.add_argument("--pairing", choices=PAIRINGS, default="lsif-pearson", help=dflt)
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help=dflt)
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--rounds", type=int, default=5, help="timed flows per way" + dflt)
+    p.add_argument("--ways", default=None,
+                   help=f"comma-separated, of {', '.join(WAYS)} (default: all that the device runs)")
+    p.add_argument("--device", choices=("cpu", "cuda"),
+                   default="cuda" if torch.cuda.is_available() else "cpu", help=dflt)
+    p.add_argument("--json", help="also write the JSON record to this file")
+    args = p.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda, but torch sees no CUDA device here; use --device cpu")
+    runnable = WAYS if args.device == "cuda" else WAYS[:2]
+    args.ways = args.ways.split(",") if args.ways else list(runnable)
+    if bad := [w for w in args.ways if w not in runnable]:
+        p.error(f"--ways {bad[0]!r}: on {args.device} choose from {', '.join(runnable)}"
+                + (" (a CUDA graph needs CUDA)" if bad[0] == "graph" else ""))
+    return args
+
+
+def main() -> None:
+    args = parse()
+    device = torch.device(args.device)
+    size = args.image_size or IMAGE_NETWORKS[args.network].image_size
+    shape = (args.channels, size, size)
+    torch.manual_seed(0)
+    precision = Precision(args.precision, args.channels_last)
+    net = precision.prepare(build_network(args.network, in_channels=args.channels,
+                                          spectral_norm=args.spectral_norm).to(device))
+    params = FlowParams(args.flow_steps, 3.0, 0.01)
+    x0 = torch.rand((args.batch, *shape), device=device) * 2 - 1
+    draws = torch.randn((args.flow_steps, args.batch, *shape), device=device)
+    potential = ratio_potential(net, pairing(args.pairing).divergence, precision)
+    with frozen(net):
+        setup, flows = {}, {}
+        for way in args.ways:
+            sync(device)
+            start = time.perf_counter()
+            if way == "graph":
+                flows[way] = captured(potential, x0, params, draws)
+            else:
+                fn = potential if way == "eager" else torch.compile(potential)
+                flows[way] = lambda x, d, fn=fn: last(fn, x, params, d)
+                flows[way](x0, draws)  # untimed: kernels picked (eager), compiled (compile)
+            sync(device)
+            setup[way] = time.perf_counter() - start
+        seconds = {way: [] for way in args.ways}
+        for _ in range(args.rounds):
+            for way, run in flows.items():
+                sync(device)
+                start = time.perf_counter()
+                run(x0, draws)
+                sync(device)
+                seconds[way].append(time.perf_counter() - start)
+        reference = last(potential, x0, params, draws)
+        drift = (reference - x0).norm()
+        differs = {way: float((run(x0, draws) - reference).norm() / drift)
+                   for way, run in flows.items()}
+    medians = {way: statistics.median(t) for way, t in seconds.items()}
+    record = {
+        "network": args.network, "parameters": count_parameters(net), "image_shape": list(shape),
+        "spectral_norm": args.spectral_norm, "batch": args.batch, "flow_steps": args.flow_steps,
+        "pairing": args.pairing, **precision.describe(), "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "rounds": args.rounds,
+        "seconds_per_flow": seconds, "median_seconds_per_flow": medians,
+        "seconds_per_flow_step": {w: m / max(1, args.flow_steps) for w, m in medians.items()},
+        "setup_seconds": setup, "speedup_over_eager": {w: medians.get("eager", m) / m
+                                                       for w, m in medians.items()},
+        "drift_relative_difference_from_eager": differs,
+    }
+    for way in args.ways:
+        print(f"{way:8s} {medians[way]:.4g} s per flow of {args.flow_steps} steps, "
+              f"{record['speedup_over_eager'][way]:.3g}x eager; setup {setup[way]:.3g} s; "
+              f"x_K - x_0 differs from eager's by {differs[way]:.2g} (relative)")
+    text = json.dumps(record)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
