@@ -82,19 +82,20 @@ def test_the_robust_guide_records_its_radius_and_robust_accuracy(setup):
     assert 0 <= config["robust_test_accuracy"] < config["test_accuracy"]
 
 
-def test_conditional_samples_carry_their_class_and_depend_on_their_seed_alone(setup, tmp_path):
+def test_conditional_samples_carry_their_class_and_depend_on_their_seed_alone(setup, tmp_path,
+                                                                             device):
     run, guide = setup / "lr-kl", setup / "guide.pt"
-    sample(run, list(range(12)), tmp_path / "all.npz", batch=12, device="cpu", guide=guide,
+    sample(run, list(range(12)), tmp_path / "all.npz", batch=12, device=device.type, guide=guide,
            classes=[3, 7, 1])
-    sample(run, list(range(12)), tmp_path / "small.npz", batch=5, device="cpu", guide=guide,
-           classes=[3, 7, 1])
+    sample(run, list(range(12)), tmp_path / "small.npz", batch=5, device=device.type,
+           guide=guide, classes=[3, 7, 1])
     images, seeds, info = read_chunks([str(tmp_path / "all.npz")])
     np.testing.assert_array_equal(read_labels([str(tmp_path / "all.npz")]), [3, 7, 1] * 4)
     assert_same_images(read_chunks([str(tmp_path / "small.npz")])[0], images)
     assert info["guidance"]["phi"] == 0.1 and info["guidance"]["step_factor"] == 1.0
     assert info["guidance"]["robust_eps"] == 2.0
     # The guidance moves the samples: the same seeds without it differ.
-    sample(run, list(range(12)), tmp_path / "plain.npz", device="cpu")
+    sample(run, list(range(12)), tmp_path / "plain.npz", device=device.type)
     assert not np.array_equal(read_chunks([str(tmp_path / "plain.npz")])[0], images)
 
 

@@ -119,8 +119,8 @@ def test_sampling_runs_in_the_runs_precision_unless_told_otherwise(run, tmp_path
         read_chunks([str(tmp_path / "fp32.npz"), str(tmp_path / "more.npz")])
 
 
-def test_interpolation_ends_are_the_two_seeds_samples(run):
-    sampler = Sampler.load(run, torch.device("cpu"))
+def test_interpolation_ends_are_the_two_seeds_samples(run, device):
+    sampler = Sampler.load(run, device)
     path = sampler.interpolate(3, 9, points=5)
     assert path.shape == (5, 1, 8, 8)
     # The ends see exactly seed 3's and seed 9's noise; the network runs on a batch of 5 here

@@ -65,12 +65,12 @@ def test_zero_flow_steps_give_back_the_source_images_with_their_labels(runs, tmp
     assert info["translation"]["source_dataset"] == "digits_blur_test" and info["steps"] == 0
 
 
-def test_a_translated_image_depends_on_its_source_image_and_seed_alone(runs, tmp_path):
+def test_a_translated_image_depends_on_its_source_image_and_seed_alone(runs, tmp_path, device):
     run, source = runs / "source_run", runs / "digits_blur_test"
-    translate(run, source, tmp_path / "all.npz", list(range(12)), batch=12, device="cpu")
-    translate(run, source, tmp_path / "small.npz", list(range(12)), batch=5, device="cpu")
-    translate(run, source, tmp_path / "a.npz", list(range(7)), device="cpu")
-    translate(run, source, tmp_path / "b.npz", list(range(7, 12)), device="cpu")
+    for name, seeds, batch in (("all", range(12), 12), ("small", range(12), 5),
+                               ("a", range(7), 256), ("b", range(7, 12), 256)):
+        translate(run, source, tmp_path / f"{name}.npz", list(seeds), batch=batch,
+                  device=device.type)
     whole = read_chunks([str(tmp_path / "all.npz")])[0]
     assert_same_images(read_chunks([str(tmp_path / "small.npz")])[0], whole)
     assert_same_images(read_chunks([str(tmp_path / "a.npz"), str(tmp_path / "b.npz")])[0], whole)
