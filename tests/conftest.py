@@ -25,17 +25,22 @@ SMOKE = Path(__file__).resolve().parents[1] / "workflow" / "config" / "smoke.yam
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     """One xdist group per test file, so that a file's module fixtures (trained runs, shards) are
-    made once, by the worker that runs all its tests; the SLURM tests form one group, since they
-    share a session fixture and a cluster of two CPUs, and the tests that share the smoke DAG's
-    workspace (`smoke_workspace`) join it. Groups holding a `slurm` or `slow` test go first, so
-    that the long ones start at once, side by side, and the short ones fill the gaps
-    (pyproject.toml keeps xdist from reordering them by test count); in the smoke workspace the
-    SLURM test goes before the local one. Runs before xdist reads the groups."""
+    made once, by the worker that runs all its tests; the tests that share a session fixture of
+    the SLURM tests (the digits shards of tests/slurm/conftest.py, the smoke DAG's workspace)
+    form one group, `slurm`, so that it too is made once. Groups holding a `slurm` or `slow` test
+    go first, so that the long ones start at once, side by side, and the short ones fill the gaps
+    (pyproject.toml keeps xdist from reordering them by test count): the failing-rule SLURM test,
+    which shares nothing and mostly waits on SLURM's polling, thus runs beside the sbatch smoke
+    test at the start. In the smoke workspace the SLURM test goes before the local one. Runs
+    before xdist reads the groups."""
+    def fixtures(item):
+        return set(getattr(item, "fixturenames", ()))
+
     def smoke(item):
-        return "smoke_workspace" in getattr(item, "fixturenames", ())
+        return "smoke_workspace" in fixtures(item)
 
     def group(item):
-        return "slurm" if item.path.parent.name == "slurm" or smoke(item) else item.path.stem
+        return "slurm" if fixtures(item) & {"smoke_workspace", "digits_prior"} else item.path.stem
 
     def local_smoke(item):
         return smoke(item) and not item.get_closest_marker("slurm")
