@@ -3,9 +3,10 @@
 For each verb (`train` under 1 and 2 processes, `fit-prior`, `sample`, `fid-ref`, `fid`) an
 uninterrupted baseline runs first. The same command then runs in another folder and is killed,
 with its whole process tree (torchrun's agent and workers too, as `scancel` or a lost node would),
-`len(KILLS[verb])` times: at a random moment of the work it has left, or, for `train`, the
-moment a checkpoint's temporary file appears (while it is being written). Each kill is followed
-by the same command again; the last one runs to the end. Asserted:
+`len(KILLS[verb])` times: at a random moment of the work it has left, or, for `train`, while it
+writes a checkpoint (its process tree stopped with the checkpoint's temporary file on disk, so
+that the kill lands inside the write). Each kill is followed by the same command again; the last
+one runs to the end. Asserted:
 
 - after every kill, each file under its final name is byte for byte the baseline's: nothing
   half-written, nor anything else, is ever visible under a finished name;
@@ -52,6 +53,7 @@ KILLS = {  # "moment": a random moment of the remaining work; "checkpoint": whil
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 FDRL = [sys.executable, "-m", "fdrl"]
 TEMP = re.compile(r"^\..+\.tmp$")
+CHECKPOINT = re.compile(r"^(\.)?step-(\d+)\.pt(?(1)\..+\.tmp)$")  # finished, or its temporary file
 
 
 @pytest.fixture(scope="module")
@@ -222,17 +224,59 @@ def newest_checkpoint(folder: Path) -> int:
     return max(steps, default=0)
 
 
-def wait_for_checkpoints(attempt: Attempt, folder: Path, n: int, written: bool) -> bool:
-    """Waits until this attempt has begun writing (`written`: finished writing) its `n`-th
-    checkpoint; False if it ended first. Polls every half millisecond: a checkpoint of the test's
-    network takes a few milliseconds to write."""
-    checkpoints, before, seen = folder / "run" / "checkpoints", newest_checkpoint(folder), set()
-    pattern = re.compile(r"^step-(\d+)\.pt$" if written else r"^\.step-(\d+)\.pt\..+\.tmp$")
+def new_checkpoints(folder: Path, before: int) -> dict[int, bool]:
+    """{step: still being written} of the checkpoints after step `before`, finished or begun."""
+    checkpoints, found = folder / "run" / "checkpoints", {}
+    for name in os.listdir(checkpoints) if checkpoints.is_dir() else []:
+        if (m := CHECKPOINT.match(name)) and int(m.group(2)) > before:
+            found[int(m.group(2))] = found.get(int(m.group(2)), False) or bool(m.group(1))
+    return found
+
+
+def wait_for_checkpoints(attempt: Attempt, folder: Path, n: int) -> bool:
+    """Waits until this attempt has finished writing its `n`-th checkpoint; False if it ended
+    first."""
+    before = newest_checkpoint(folder)
     while attempt.proc.poll() is None:
-        names = os.listdir(checkpoints) if checkpoints.is_dir() else []
-        seen |= {int(m.group(1)) for m in map(pattern.match, names) if m and int(m.group(1)) > before}
-        if len(seen) >= n:
+        if sum(not writing for writing in new_checkpoints(folder, before).values()) >= n:
             return True
+        time.sleep(0.0005)
+    return False
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of process `pid` (R, S, D, T, Z, ...); None if it is gone."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def stop_while_writing(attempt: Attempt, folder: Path, n: int) -> bool:
+    """Runs this attempt in slices of about half a millisecond, its whole process tree stopped
+    (SIGSTOP) between them, until it is stopped while writing a checkpoint, its `n`-th new one or
+    a later one, and leaves it stopped; False if it ended first. A stopped writer cannot finish
+    its write, so the kill that follows lands inside it. (Racing a write of a few milliseconds
+    with a poll and a kill missed every time on a busy machine.)"""
+    assert attempt.working.wait(300) or attempt.proc.poll() is not None  # its tree is known
+    pids, before = [attempt.proc.pid, *attempt.tree], newest_checkpoint(folder)
+    while attempt.proc.poll() is None:
+        signal_all(pids, signal.SIGSTOP)
+        # A process in the kernel (an fsync, say) stops on its way back to user space.
+        while any(process_state(pid) not in (None, "T", "t", "Z") for pid in pids):
+            time.sleep(0.0001)
+        found = new_checkpoints(folder, before)
+        if len(found) >= n and any(found.values()):
+            return True
+        signal_all(pids, signal.SIGCONT)
         time.sleep(0.0005)
     return False
 
@@ -247,9 +291,9 @@ def trigger(kind: str, verb: str, attempt: Attempt, folder: Path, work: float, m
     if verb.startswith("train"):
         left = (STEPS - newest_checkpoint(folder)) // EVERY
         if kind == "checkpoint":
-            return wait_for_checkpoints(attempt, folder, min(rng.randint(1, 3), left), False)
+            return stop_while_writing(attempt, folder, min(rng.randint(1, 3), left))
         n = min(rng.randint(0, 2), left - 1)
-        if n and not wait_for_checkpoints(attempt, folder, n, True):
+        if n and not wait_for_checkpoints(attempt, folder, n):
             return False
         delay = rng.uniform(0, 1) * work * EVERY / STEPS
     else:
@@ -340,4 +384,6 @@ def test_every_long_verb_survives_sigkill_bitwise(inputs, tmp_path):
     print(f"fault injection: {sum(kills.values())} kills ({kills}), {mid_write} during a "
           f"checkpoint write, {misses} attempts ended before their kill, mismatches: 0")
     assert sum(kills.values()) >= 20 * ROUNDS and all(kills.values()), kills
-    assert mid_write >= 1, "no kill landed while a checkpoint was being written"
+    checkpoint_kills = ROUNDS * sum(kinds.count("checkpoint") for kinds in KILLS.values())
+    assert mid_write == checkpoint_kills, f"{mid_write} of {checkpoint_kills} checkpoint kills " \
+        "landed while a checkpoint was being written"
