@@ -4,9 +4,9 @@ For each verb (`train` under 1 and 2 processes, `fit-prior`, `sample`, `fid-ref`
 uninterrupted baseline runs first. The same command then runs in another folder and is killed,
 with its whole process tree (torchrun's agent and workers too, as `scancel` or a lost node would),
 `len(KILLS[verb])` times: at a random moment of the work it has left, or, for `train`, while it
-writes a checkpoint (its process tree stopped with the checkpoint's temporary file on disk, so
-that the kill lands inside the write). Each kill is followed by the same command again; the last
-one runs to the end. Asserted:
+writes its 1st, 2nd or 3rd checkpoint (a failpoint, tests/failpoint/sitecustomize.py, stops the
+writer with the checkpoint's temporary file written but not yet renamed, and the kill lands
+there). Each kill is followed by the same command again; the last one runs to the end. Asserted:
 
 - after every kill, each file under its final name is byte for byte the baseline's: nothing
   half-written, nor anything else, is ever visible under a finished name;
@@ -51,9 +51,9 @@ KILLS = {  # "moment": a random moment of the remaining work; "checkpoint": whil
     "fid": ["moment"] * 3,
 }
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+FAILPOINT = Path(__file__).resolve().parent / "failpoint"  # its sitecustomize.py
 FDRL = [sys.executable, "-m", "fdrl"]
 TEMP = re.compile(r"^\..+\.tmp$")
-CHECKPOINT = re.compile(r"^(\.)?step-(\d+)\.pt(?(1)\..+\.tmp)$")  # finished, or its temporary file
 
 
 @pytest.fixture(scope="module")
@@ -139,9 +139,15 @@ class Attempt:
     """One run of a command; `working` is set when its progress bar first draws (the verb's
     work begins: imports, argument checks and loading are done)."""
 
-    def __init__(self, argv: list[str], log: Path):
+    def __init__(self, argv: list[str], log: Path, stop_at_checkpoint: int = 0):
+        """`stop_at_checkpoint` N > 0: the attempt stops itself at the failpoint of its N-th
+        checkpoint (tests/failpoint/sitecustomize.py)."""
+        env = ENV
+        if stop_at_checkpoint:
+            path = os.pathsep.join(filter(None, [str(FAILPOINT), ENV.get("PYTHONPATH")]))
+            env = {**ENV, "PYTHONPATH": path, "FDRL_STOP_AT_CHECKPOINT": str(stop_at_checkpoint)}
         self.log = open(log, "ab")
-        self.proc = subprocess.Popen(argv, env=ENV, stdout=self.log, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(argv, env=env, stdout=self.log, stderr=subprocess.PIPE)
         self.working, self.working_since, self.stderr = threading.Event(), None, b""
         self.tree: list[int] = []  # the processes below it once it works (torchrun's workers)
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -224,21 +230,22 @@ def newest_checkpoint(folder: Path) -> int:
     return max(steps, default=0)
 
 
-def new_checkpoints(folder: Path, before: int) -> dict[int, bool]:
-    """{step: still being written} of the checkpoints after step `before`, finished or begun."""
-    checkpoints, found = folder / "run" / "checkpoints", {}
-    for name in os.listdir(checkpoints) if checkpoints.is_dir() else []:
-        if (m := CHECKPOINT.match(name)) and int(m.group(2)) > before:
-            found[int(m.group(2))] = found.get(int(m.group(2)), False) or bool(m.group(1))
-    return found
+def checkpoints_left(folder: Path) -> int:
+    """How many checkpoints a training attempt in `folder` has yet to write."""
+    return (STEPS - newest_checkpoint(folder)) // EVERY
+
+
+def checkpoint_to_stop_at(folder: Path, rng: random.Random) -> int:
+    """Which of its checkpoints a `checkpoint` attempt stops at: its 1st, 2nd or 3rd."""
+    return min(rng.randint(1, 3), checkpoints_left(folder))
 
 
 def wait_for_checkpoints(attempt: Attempt, folder: Path, n: int) -> bool:
     """Waits until this attempt has finished writing its `n`-th checkpoint; False if it ended
     first."""
-    before = newest_checkpoint(folder)
+    target = newest_checkpoint(folder) + n * EVERY
     while attempt.proc.poll() is None:
-        if sum(not writing for writing in new_checkpoints(folder, before).values()) >= n:
+        if newest_checkpoint(folder) >= target:
             return True
         time.sleep(0.0005)
     return False
@@ -252,32 +259,14 @@ def process_state(pid: int) -> str | None:
         return None
 
 
-def signal_all(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-
-def stop_while_writing(attempt: Attempt, folder: Path, n: int) -> bool:
-    """Runs this attempt in slices of about half a millisecond, its whole process tree stopped
-    (SIGSTOP) between them, until it is stopped while writing a checkpoint, its `n`-th new one or
-    a later one, and leaves it stopped; False if it ended first. A stopped writer cannot finish
-    its write, so the kill that follows lands inside it. (Racing a write of a few milliseconds
-    with a poll and a kill missed every time on a busy machine.)"""
+def wait_until_stopped(attempt: Attempt) -> bool:
+    """Waits until a process of this attempt has stopped itself at the failpoint (a checkpoint
+    written, not yet renamed); False if the attempt ended first."""
     assert attempt.working.wait(300) or attempt.proc.poll() is not None  # its tree is known
-    pids, before = [attempt.proc.pid, *attempt.tree], newest_checkpoint(folder)
     while attempt.proc.poll() is None:
-        signal_all(pids, signal.SIGSTOP)
-        # A process in the kernel (an fsync, say) stops on its way back to user space.
-        while any(process_state(pid) not in (None, "T", "t", "Z") for pid in pids):
-            time.sleep(0.0001)
-        found = new_checkpoints(folder, before)
-        if len(found) >= n and any(found.values()):
+        if any(process_state(pid) in ("T", "t") for pid in [attempt.proc.pid, *attempt.tree]):
             return True
-        signal_all(pids, signal.SIGCONT)
-        time.sleep(0.0005)
+        time.sleep(0.001)
     return False
 
 
@@ -285,14 +274,14 @@ def trigger(kind: str, verb: str, attempt: Attempt, folder: Path, work: float, m
             rng: random.Random) -> bool:
     """Waits for the moment to kill `attempt`; False if it ended first.
 
-    `checkpoint`: while it writes its 1st, 2nd or 3rd checkpoint. `moment`, for `train`: a random
-    moment of the interval after its 0th, 1st or 2nd checkpoint (the run then still has work
-    left); for other verbs: a random moment of the first 70% of the work (shorter after a miss)."""
+    `checkpoint`: once it has stopped at its failpoint (`checkpoint_to_stop_at`). `moment`, for
+    `train`: a random moment of the interval after its 0th, 1st or 2nd checkpoint (the run then
+    still has work left); for other verbs: a random moment of the first 70% of the work (shorter
+    after a miss)."""
+    if kind == "checkpoint":
+        return wait_until_stopped(attempt)
     if verb.startswith("train"):
-        left = (STEPS - newest_checkpoint(folder)) // EVERY
-        if kind == "checkpoint":
-            return stop_while_writing(attempt, folder, min(rng.randint(1, 3), left))
-        n = min(rng.randint(0, 2), left - 1)
+        n = min(rng.randint(0, 2), checkpoints_left(folder) - 1)
         if n and not wait_for_checkpoints(attempt, folder, n):
             return False
         delay = rng.uniform(0, 1) * work * EVERY / STEPS
@@ -310,7 +299,8 @@ def kill_and_rerun(verb: str, command, folder: Path, base: Path, work: float,
     must have left the baseline's files; another is killed sooner in its place."""
     tally, plan = {"kills": 0, "mid_write": 0, "misses": 0}, list(KILLS[verb])
     while plan:
-        attempt = Attempt(command(folder), log(folder))
+        stop_at = checkpoint_to_stop_at(folder, rng) if plan[0] == "checkpoint" else 0
+        attempt = Attempt(command(folder), log(folder), stop_at)
         killed = trigger(plan[0], verb, attempt, folder, work, tally["misses"], rng) and \
             kill_tree(attempt.proc, attempt.tree)
         err = attempt.finish()
