@@ -230,22 +230,20 @@ def newest_checkpoint(folder: Path) -> int:
     return max(steps, default=0)
 
 
-def checkpoints_left(folder: Path) -> int:
-    """How many checkpoints a training attempt in `folder` has yet to write."""
-    return (STEPS - newest_checkpoint(folder)) // EVERY
+def room(folder: Path, kills: int) -> int:
+    """How many of the checkpoints a training run in `folder` has yet to write are spare: beyond
+    one for each kill still planned (`kills`, this one included) and one more. A kill takes at
+    most room + 1 of them, so the room stays >= 0: every later kill finds a checkpoint to write,
+    and no kill waits on the run's last one, after which the run ends (a kill could miss it)."""
+    return (STEPS - newest_checkpoint(folder)) // EVERY - kills - 1
 
 
-def checkpoint_to_stop_at(folder: Path, rng: random.Random) -> int:
-    """Which of its checkpoints a `checkpoint` attempt stops at: its 1st, 2nd or 3rd."""
-    return min(rng.randint(1, 3), checkpoints_left(folder))
-
-
-def wait_for_checkpoints(attempt: Attempt, folder: Path, n: int) -> bool:
-    """Waits until this attempt has finished writing its `n`-th checkpoint; False if it ended
-    first."""
-    target = newest_checkpoint(folder) + n * EVERY
+def wait_for_checkpoints(attempt: Attempt, folder: Path, step: int,
+                         deadline: float = float("inf")) -> bool:
+    """Waits until this attempt has written its checkpoint of `step`, or `deadline` (monotonic
+    time) has passed; False if it ended first."""
     while attempt.proc.poll() is None:
-        if newest_checkpoint(folder) >= target:
+        if newest_checkpoint(folder) >= step or time.monotonic() >= deadline:
             return True
         time.sleep(0.0005)
     return False
@@ -271,24 +269,25 @@ def wait_until_stopped(attempt: Attempt) -> bool:
 
 
 def trigger(kind: str, verb: str, attempt: Attempt, folder: Path, work: float, misses: int,
-            rng: random.Random) -> bool:
-    """Waits for the moment to kill `attempt`; False if it ended first.
+            kills: int, rng: random.Random) -> bool:
+    """Waits for the moment to kill `attempt` (`kills`: the kills planned, this one included);
+    False if it ended first.
 
-    `checkpoint`: once it has stopped at its failpoint (`checkpoint_to_stop_at`). `moment`, for
-    `train`: a random moment of the interval after its 0th, 1st or 2nd checkpoint (the run then
-    still has work left); for other verbs: a random moment of the first 70% of the work (shorter
-    after a miss)."""
+    `checkpoint`: once it has stopped at its failpoint. `moment`, for `train`: a random moment of
+    the interval after its 0th, 1st or 2nd new checkpoint, and before the next one is written
+    however fast the attempt runs (`room`); for other verbs: a random moment of the first 70% of
+    the work (shorter after a miss)."""
     if kind == "checkpoint":
         return wait_until_stopped(attempt)
     if verb.startswith("train"):
-        n = min(rng.randint(0, 2), checkpoints_left(folder) - 1)
-        if n and not wait_for_checkpoints(attempt, folder, n):
+        n, start = min(rng.randint(0, 2), room(folder, kills)), newest_checkpoint(folder)
+        if n and not wait_for_checkpoints(attempt, folder, start + n * EVERY):
             return False
-        delay = rng.uniform(0, 1) * work * EVERY / STEPS
-    else:
-        delay = rng.uniform(0.05, 0.7) * work * 0.5 ** misses
+        assert attempt.working.wait(300) or attempt.proc.poll() is not None
+        deadline = time.monotonic() + rng.uniform(0, 1) * work * EVERY / STEPS
+        return wait_for_checkpoints(attempt, folder, start + (n + 1) * EVERY, deadline)
     assert attempt.working.wait(300) or attempt.proc.poll() is not None
-    time.sleep(delay)
+    time.sleep(rng.uniform(0.05, 0.7) * work * 0.5 ** misses)
     return attempt.proc.poll() is None
 
 
@@ -299,10 +298,12 @@ def kill_and_rerun(verb: str, command, folder: Path, base: Path, work: float,
     must have left the baseline's files; another is killed sooner in its place."""
     tally, plan = {"kills": 0, "mid_write": 0, "misses": 0}, list(KILLS[verb])
     while plan:
-        stop_at = checkpoint_to_stop_at(folder, rng) if plan[0] == "checkpoint" else 0
+        # A checkpoint kill stops at the 1st, 2nd or 3rd checkpoint this attempt writes.
+        stop_at = min(rng.randint(1, 3), room(folder, len(plan)) + 1) \
+            if plan[0] == "checkpoint" else 0
         attempt = Attempt(command(folder), log(folder), stop_at)
-        killed = trigger(plan[0], verb, attempt, folder, work, tally["misses"], rng) and \
-            kill_tree(attempt.proc, attempt.tree)
+        killed = trigger(plan[0], verb, attempt, folder, work, tally["misses"], len(plan),
+                         rng) and kill_tree(attempt.proc, attempt.tree)
         err = attempt.finish()
         if not killed:
             assert attempt.proc.returncode == 0, err[-2000:]
