@@ -29,9 +29,8 @@ from torch import Tensor
 
 from fdrl.divergences import pairing
 from fdrl.flow import FlowParams, frozen, ratio_potential, trajectory
-from fdrl.names import PAIRINGS, PRECISIONS
-from fdrl.nets import IMAGE_NETWORKS, build_network, count_parameters
-from fdrl.precision import Precision
+from fdrl.nets import count_parameters
+import workload
 from timing import sync
 
 WAYS = ("eager", "compile", "graph")
@@ -80,26 +79,14 @@ def captured(potential, x0: Tensor, params: FlowParams, draws: Tensor):
 
 
 def parse() -> argparse.Namespace:
-    dflt = " (default: %(default)s)"
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--network", choices=list(IMAGE_NETWORKS), default="resnet32", help=dflt)
-    p.add_argument("--image-size", type=int, help="default: the network's (Table 3)")
-    p.add_argument("--channels", type=int, default=3, help=dflt)
-    p.add_argument("--spectral-norm", action="store_true")
-    p.add_argument("--batch", type=int, default=64, help=dflt)
-    p.add_argument("--flow-steps", type=int, default=100, help="K" + dflt)
-    p.add_argument("--pairing", choices=PAIRINGS, default="lsif-pearson", help=dflt)
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help=dflt)
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--rounds", type=int, default=5, help="timed flows per way" + dflt)
+    workload.add_arguments(p)
+    p.add_argument("--rounds", type=int, default=5, help="timed flows per way" + workload.DEFAULT)
     p.add_argument("--ways", default=None,
                    help=f"comma-separated, of {', '.join(WAYS)} (default: all that the device runs)")
-    p.add_argument("--device", choices=("cpu", "cuda"),
-                   default="cuda" if torch.cuda.is_available() else "cpu", help=dflt)
     p.add_argument("--json", help="also write the JSON record to this file")
     args = p.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda, but torch sees no CUDA device here; use --device cpu")
+    workload.check(p, args)
     runnable = WAYS if args.device == "cuda" else WAYS[:2]
     args.ways = args.ways.split(",") if args.ways else list(runnable)
     if bad := [w for w in args.ways if w not in runnable]:
@@ -110,13 +97,7 @@ def parse() -> argparse.Namespace:
 
 def main() -> None:
     args = parse()
-    device = torch.device(args.device)
-    size = args.image_size or IMAGE_NETWORKS[args.network].image_size
-    shape = (args.channels, size, size)
-    torch.manual_seed(0)
-    precision = Precision(args.precision, args.channels_last)
-    net = precision.prepare(build_network(args.network, in_channels=args.channels,
-                                          spectral_norm=args.spectral_norm).to(device))
+    net, shape, precision, device = workload.build(args)
     params = FlowParams(args.flow_steps, 3.0, 0.01)
     x0 = torch.rand((args.batch, *shape), device=device) * 2 - 1
     draws = torch.randn((args.flow_steps, args.batch, *shape), device=device)

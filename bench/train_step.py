@@ -19,43 +19,27 @@ import torch
 from fdrl.divergences import pairing
 from fdrl.ema import EMA
 from fdrl.flow import FlowParams
-from fdrl.names import PAIRINGS, PRECISIONS
-from fdrl.nets import IMAGE_NETWORKS, build_network, count_parameters
+from fdrl.nets import count_parameters
 from fdrl.noise import GeneratorNoise
-from fdrl.precision import Precision
 from fdrl.priors import UniformPrior
 from fdrl.step import fdrl_step
+import workload
 from timing import seconds_per_call
 
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--network", choices=list(IMAGE_NETWORKS), default="resnet32")
-    p.add_argument("--image-size", type=int, default=None, help="default: the network's (Table 3)")
-    p.add_argument("--channels", type=int, default=3)
-    p.add_argument("--batch", type=int, default=64, help="images per step (default: %(default)s)")
-    p.add_argument("--flow-steps", type=int, default=100, help="K (default: %(default)s)")
-    p.add_argument("--pairing", choices=PAIRINGS, default="lsif-pearson")
-    p.add_argument("--spectral-norm", action="store_true")
-    p.add_argument("--self-attention", action="store_true")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="default: %(default)s")
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--steps", type=int, default=10, help="timed steps (default: %(default)s)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: %(default)s)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    return p.parse_args()
+    workload.add_arguments(p)
+    p.add_argument("--steps", type=int, default=10, help="timed steps" + workload.DEFAULT)
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first" + workload.DEFAULT)
+    args = p.parse_args()
+    workload.check(p, args)
+    return args
 
 
 def main() -> None:
     args = parse()
-    device = torch.device(args.device)
-    size = args.image_size or IMAGE_NETWORKS[args.network].image_size
-    shape = (args.channels, size, size)
-    torch.manual_seed(0)
-    precision = Precision(args.precision, args.channels_last)
-    net = precision.prepare(build_network(args.network, in_channels=args.channels,
-                                          spectral_norm=args.spectral_norm,
-                                          self_attention=args.self_attention).to(device))
+    net, shape, precision, device = workload.build(args)
     ema, pair = EMA(net, 0.998), pairing(args.pairing)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
     noise, prior = GeneratorNoise(0, device), UniformPrior(shape)
