@@ -102,13 +102,17 @@ def test_a_run_on_cuda_resumes_there_and_samples_on_the_cpu(digits, tmp_path):
 
 def test_inception_features_on_cuda_equal_the_cpus(random_weights):
     """The three Inception backends (seeded random weights) on CUDA and on the CPU, float32 as
-    the FID protocol has it, from the same uint8 images."""
+    the FID protocol has it, from the same uint8 images: the CUDA code path (preprocessing,
+    devices, the TorchScript model) gives the CPU's features. TF32 off: rounded to 10 bits in
+    each of Inception's many convolutions, the features would drift by an amount that grows with
+    the depth, and a loose tolerance would hide the path's errors."""
     from fdrl.features import load_extractor
 
     images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (4, 3, 32, 32),
                                                                 dtype=np.uint8))
     for backend in ("pytorch-fid", "torchvision-inception", "clean-fid"):
         on_cpu = load_extractor(backend, random_weights, "cpu")(images)
-        on_cuda = load_extractor(backend, random_weights, "cuda")(images)
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            on_cuda = load_extractor(backend, random_weights, "cuda")(images)
         assert on_cuda.device.type == "cuda" and on_cuda.dtype == torch.float32
-        assert relative_error(on_cuda, on_cpu) < 1e-2, backend
+        assert relative_error(on_cuda, on_cpu) < 1e-3, backend
