@@ -109,6 +109,14 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def process_state(pid: int) -> str | None:
+    """The state letter of process `pid` (R, S, D, T, Z, ...); None if it is gone."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
 def kill_tree(proc: subprocess.Popen, known: list[int]) -> bool:
     """SIGKILLs `proc` and every process below it (`known` first, at once: a checkpoint write
     lasts milliseconds, a scan of /proc about as long), and waits until all are gone; False if
@@ -124,10 +132,7 @@ def kill_tree(proc: subprocess.Popen, known: list[int]) -> bool:
     deadline = time.monotonic() + 30
     for pid in pids[1:]:  # the workers: gone, or zombies awaiting their reaper
         while time.monotonic() < deadline:
-            try:
-                if open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
-                    break
-            except OSError:
+            if process_state(pid) in (None, "Z"):
                 break
             time.sleep(0.01)
         else:
@@ -247,14 +252,6 @@ def wait_for_checkpoints(attempt: Attempt, folder: Path, step: int,
             return True
         time.sleep(0.0005)
     return False
-
-
-def process_state(pid: int) -> str | None:
-    """The state letter of process `pid` (R, S, D, T, Z, ...); None if it is gone."""
-    try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
 
 
 def wait_until_stopped(attempt: Attempt) -> bool:
