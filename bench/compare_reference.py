@@ -54,8 +54,7 @@ from fdrl.precision import Precision
 from fdrl.priors import UniformPrior
 from fdrl.step import fdrl_step
 from timing import seconds_per_call, sync
-
-ETA, NU, LR, EMA_DECAY = 3.0, 0.01, 1e-4, 0.998  # the paper's CIFAR-10 settings (Appendix F)
+from workload import EMA_DECAY, ETA, LR, NU
 # Our pairings as their config names them: (loss_function, f_divergence).
 THEIR_PAIRINGS = {"lsif-pearson": ("LSIF", "Pearson"), "lr-kl": ("LR", "KL"),
                   "lr-js": ("LR", "JS"), "lr-logd": ("LR", "logD")}

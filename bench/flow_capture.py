@@ -29,6 +29,7 @@ from torch import Tensor
 
 from fdrl.divergences import pairing
 from fdrl.flow import FlowParams, frozen, ratio_potential, trajectory
+from fdrl.io import write_text_atomic
 from fdrl.nets import count_parameters
 import workload
 from timing import sync
@@ -98,7 +99,7 @@ def parse() -> argparse.Namespace:
 def main() -> None:
     args = parse()
     net, shape, precision, device = workload.build(args)
-    params = FlowParams(args.flow_steps, 3.0, 0.01)
+    params = FlowParams(args.flow_steps, workload.ETA, workload.NU)
     x0 = torch.rand((args.batch, *shape), device=device) * 2 - 1
     draws = torch.randn((args.flow_steps, args.batch, *shape), device=device)
     potential = ratio_potential(net, pairing(args.pairing).divergence, precision)
@@ -146,8 +147,7 @@ def main() -> None:
               f"x_K - x_0 differs from eager's by {differs[way]:.2g} (relative)")
     text = json.dumps(record)
     if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
+        write_text_atomic(args.json, text + "\n")
     print(text)
 
 

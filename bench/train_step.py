@@ -40,10 +40,10 @@ def parse() -> argparse.Namespace:
 def main() -> None:
     args = parse()
     net, shape, precision, device = workload.build(args)
-    ema, pair = EMA(net, 0.998), pairing(args.pairing)
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+    ema, pair = EMA(net, workload.EMA_DECAY), pairing(args.pairing)
+    optimizer = torch.optim.Adam(net.parameters(), lr=workload.LR)
     noise, prior = GeneratorNoise(0, device), UniformPrior(shape)
-    params = FlowParams(args.flow_steps, 3.0, 0.01)
+    params = FlowParams(args.flow_steps, workload.ETA, workload.NU)
     x_data = 2 * torch.rand((args.batch, *shape), device=device) - 1
 
     def step() -> None:

@@ -1,5 +1,6 @@
 """What a benchmark script times, from its command line: the network, its image shape, the
-precision it runs in and the device (shared by train_step.py and flow_capture.py)."""
+precision it runs in and the device (shared by train_step.py and flow_capture.py); and the
+paper's CIFAR-10 flow and optimizer settings every benchmark uses."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from fdrl.config import TrainConfig
 from fdrl.names import PAIRINGS, PRECISIONS
 from fdrl.nets import IMAGE_NETWORKS, build_network
 from fdrl.precision import Precision
 
 DEFAULT = " (default: %(default)s)"
+# The paper's CIFAR-10 settings (Appendix F), which are TrainConfig's defaults.
+ETA, NU, LR, EMA_DECAY = TrainConfig.eta, TrainConfig.nu, TrainConfig.lr, TrainConfig.ema
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
