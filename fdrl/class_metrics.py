@@ -121,14 +121,3 @@ def _class_row(n: int, predicted: np.ndarray, features: np.ndarray, labels: np.n
         row.update(fid=_fid(features[chosen], real) if enough else None,
                    fid_images=int(len(chosen)), fid_real_images=int(len(real)))
     return row
-
-
-def load_classification(path: str | os.PathLike) -> dict:
-    """A result of `fdrl classify`."""
-    try:
-        with open(path) as f:
-            result = json.load(f)
-        result["classes"], result["n_images"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise FdrlError(f"{path} is not a result of `fdrl classify` ({err}); run it first") from None
-    return result

@@ -28,7 +28,6 @@ class Divergence:
     """An f-divergence, the one Bregman loss it pairs with, and f' from the network output."""
 
     name: str
-    title: str
     f_text: str
     f_prime_text: str
     loss: str
@@ -39,23 +38,23 @@ class Divergence:
 DIVERGENCES: dict[str, Divergence] = {
     # LSIF: r = h, so f'(r) = 2(r - 1) = 2(h - 1).
     "pearson": Divergence(
-        "pearson", "Pearson chi^2", "(r - 1)^2", "2(r - 1)", "lsif",
+        "pearson", "(r - 1)^2", "2(r - 1)", "lsif",
         f=lambda r: (r - 1).square(),
         f_prime=lambda h: 2 * (h - 1),
     ),
     # LR: log r = h.
     "kl": Divergence(
-        "kl", "KL", "r log r", "log r + 1", "lr",
+        "kl", "r log r", "log r + 1", "lr",
         f=lambda r: r * torch.log(r),
         f_prime=lambda h: h + 1,  # Eq. 22
     ),
     "js": Divergence(
-        "js", "JS", "r log r - (r + 1) log((r + 1) / 2)", "log(2r / (r + 1))", "lr",
+        "js", "r log r - (r + 1) log((r + 1) / 2)", "log(2r / (r + 1))", "lr",
         f=lambda r: r * torch.log(r) - (r + 1) * torch.log((r + 1) / 2),
         f_prime=lambda h: LOG2 + F.logsigmoid(h),  # Eq. 23
     ),
     "logd": Divergence(
-        "logd", "log D", "(r + 1) log(r + 1) - 2 log 2", "log(r + 1) + 1", "lr",
+        "logd", "(r + 1) log(r + 1) - 2 log 2", "log(r + 1) + 1", "lr",
         f=lambda r: (r + 1) * torch.log(r + 1) - 2 * LOG2,
         f_prime=lambda h: F.softplus(h) + 1,  # Eq. 24: -LS(-h) + 1
     ),

@@ -12,7 +12,7 @@ which pytorch-fid and clean-fid use). A reference file is an .npz with `mu` and 
 extractor, its weights and their SHA-256. `fdrl fid` refuses a reference made by another
 backend, extractor or weights file. Its JSON result names the run, flow length and config hash
 the chunks were generated with (their `run_info`), or, for the real images of a held-out split
-(the floor the metric allows: real against real), that split; `load_result` reads it back.
+(the floor the metric allows: real against real), that split; `fdrl.result_files.load_fid_result` reads it back.
 """
 
 from __future__ import annotations
@@ -293,22 +293,3 @@ def fid(refs: Sequence[str | os.PathLike], backends: Sequence[str],
             write_text_atomic(out, json.dumps(results[-1], indent=2) + "\n")
     distributed.barrier()
     return results
-
-
-def load_result(path: str | os.PathLike) -> dict:
-    """A result of `fdrl fid`: of samples made by `fdrl sample` (its `run` names them), or of
-    held-out real images (its `held_out` names them)."""
-    if not os.path.isfile(path):
-        raise FdrlError(f"no FID result at {path}: run `fdrl fid` for it first")
-    try:
-        result = json.loads(Path(path).read_text())
-        origin = result.get("run") or result.get("held_out")
-    except (ValueError, AttributeError) as err:
-        raise FdrlError(f"{path} is not a FID result of `fdrl fid` ({err})") from None
-    if not origin:
-        raise FdrlError(f"{path} names neither a run nor held-out images: its samples were not "
-                        "written by `fdrl sample`")
-    missing = [k for k in ("fid", "backend", "feature_extractor", "n_images") if k not in result]
-    if missing:
-        raise FdrlError(f"{path} lacks {', '.join(missing)}: not a FID result of `fdrl fid`")
-    return result

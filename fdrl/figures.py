@@ -179,12 +179,12 @@ def fig4(inputs: list[str], out: str, n: int = 64) -> None:
 def fig5(inputs: list[str], out: str) -> None:
     """Fig. 5: FID against the total flow length K + kappa, one model, one result per length and
     feature extractor; a panel per feature extractor (their FIDs are on different scales)."""
-    from fdrl.fid import load_result
+    from fdrl.result_files import load_fid_result
 
     plt = _pyplot()
     curves, runs = {}, set()
     for path in inputs:
-        result = load_result(path)
+        result = load_fid_result(path)
         run = result.get("run") or {}
         if "steps" not in run:
             raise FdrlError(f"{path} names no flow length: its samples were not made by `fdrl sample`")

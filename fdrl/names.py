@@ -8,6 +8,9 @@ lists and never wait for torch to import. Each registry that implements a name i
 
 # The legal Bregman loss - f-divergence pairings (Appendix C).
 PAIRINGS = ("lsif-pearson", "lr-kl", "lr-js", "lr-logd")
+# How the tables title each f-divergence, by the name a pairing gives it after its loss (Table 2's
+# names; `divergences.DIVERGENCES` implements them).
+DIVERGENCE_TITLES = {"pearson": "Pearson chi^2", "kl": "KL", "js": "JS", "logd": "log D"}
 
 # Where the flow starts (q'): the data-dependent Gaussian of Eq. 8, U[-1, 1], or the images of a
 # source domain (image-to-image translation).

@@ -1,27 +1,23 @@
 """The paper's tables as CSV: Table 1 and Table 4 from FID results, Table 2 and Table 3 computed
 from the code, toy.csv collecting the metrics of the 2-D experiments, and class_conditional.csv
-measuring the samples of Fig. 6 (`fdrl classify` results)."""
+measuring the samples of Fig. 6 (`fdrl classify` results).
+
+The tables of results read the stages' JSON files without importing torch
+(`fdrl.result_files`): their jobs are many and short. Only the code tables, Table 2 and Table 3,
+import it, when they are made."""
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import os
-from pathlib import Path
 from typing import Callable
 
-import torch
-
-from fdrl.class_metrics import load_classification
-from fdrl.divergences import DIVERGENCES, max_abs_error, pairing
 from fdrl.errors import FdrlError
-from fdrl.fid import load_result
 from fdrl.io import write_text_atomic
-from fdrl.nets import RESNETS, build_network, count_parameters
-
-# Network outputs at which Table 2's f' is checked against df/dr: r from 2e-9 to 5e8 for LR.
-CHECK_OUTPUTS = torch.linspace(-20.0, 20.0, 4001, dtype=torch.float64)
+from fdrl.names import DIVERGENCE_TITLES, PAIRINGS
+from fdrl.result_files import (TOY_METRICS, load_classification, load_fid_result,
+                               load_toy_metrics, read_result)
 
 
 # Table 1's rows that the paper cites from other work: (method, family, reference, CIFAR10 FID,
@@ -78,7 +74,7 @@ def table1(inputs: list[str]) -> list[dict]:
             for name, family, ref, cifar10, celeba in LITERATURE
             for dataset, value in (("cifar10", cifar10), ("celeba", celeba)) if value is not None]
     for path in inputs:
-        result = load_result(path)
+        result = load_fid_result(path)
         rows.append(_held_out_row(result) if "held_out" in result else _run_row(result))
     return rows
 
@@ -86,15 +82,19 @@ def table1(inputs: list[str]) -> list[dict]:
 def _run_row(result: dict) -> dict:
     """Table 1's row of a FID result of a run's samples."""
     run = result["run"]
-    pair = pairing(run["pairing"])
+    if run["pairing"] not in PAIRINGS:
+        raise FdrlError(f"a FID result names pairing {run['pairing']!r}, which FDRL does not "
+                        f"have; its samples were not made by `fdrl sample` (pairings: "
+                        f"{', '.join(PAIRINGS)})")
+    loss, _, divergence = run["pairing"].partition("-")
     method = _METHODS[run["prior"]] if run["steps"] else "prior samples, no flow"
     if run.get("spectral_norm") and run["prior"] != "source":
         # The paper trains its unconditional models without it; the released CIFAR10 config
         # turns it on. Such a row is the ablation that tells which one gives 22.28.
         method += " + spectral norm (ablation)"
     return _row(
-        method=method, prior=run["prior"], loss=pair.loss.name.upper(),
-        divergence=pair.divergence.title, dataset=run["dataset"], fid=f"{result['fid']:.2f}",
+        method=method, prior=run["prior"], loss=loss.upper(),
+        divergence=DIVERGENCE_TITLES[divergence], dataset=run["dataset"], fid=f"{result['fid']:.2f}",
         paper_fid=PAPER_FDRL.get((run["dataset"], run["prior"], run["pairing"]))
         if run["steps"] and result["backend"] == PAPER_FDRL_BACKEND else None,
         backend=result["backend"], feature_extractor=result["feature_extractor"],
@@ -133,7 +133,8 @@ def table4(inputs: list[str]) -> list[dict]:
     (PAPER_FDRL_BACKEND). FID of 100 against 100 images, as the paper reports it, is noisy and
     biased upwards: `n_samples` says how many images each row compares.
     """
-    fids = [path for path in inputs if "classes" not in _json(path)]
+    made_by = "fdrl fid` or `fdrl classify"
+    fids = [path for path in inputs if "classes" not in read_result(path, made_by)]
     classified = [load_classification(path) for path in inputs if path not in fids]
     if not fids:
         raise FdrlError("table4 needs the FID results (.json) of `fdrl fid` for the translated and "
@@ -144,7 +145,7 @@ def table4(inputs: list[str]) -> list[dict]:
                   backend="cited from the paper's Table 4", feature_extractor="not stated",
                   n_samples=100) for method, value in PAPER_TABLE4]
     for path in fids:
-        result = load_result(path)
+        result = load_fid_result(path)
         target = result["reference_dataset"]
         if "held_out" in result:
             source = result["held_out"]["dataset"]
@@ -174,15 +175,6 @@ def _measured(result: dict) -> dict:
 
 def _row4(**values) -> dict:
     return {k: "" if values.get(k) is None else values[k] for k in TABLE4_COLUMNS}
-
-
-def _json(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise FdrlError(f"no result at {path}: run the step that writes it first")
-    try:
-        return json.loads(Path(path).read_text())
-    except ValueError as err:
-        raise FdrlError(f"{path} is not a JSON result ({err})") from None
 
 
 def class_conditional(inputs: list[str]) -> list[dict]:
@@ -234,14 +226,20 @@ def _means(per_class: list[dict]) -> dict:
 
 def table2(inputs: list[str]) -> list[dict]:
     """Table 2: f and f' of each divergence, its Bregman loss, and the measured |f' - df/dr|."""
+    import torch
+
+    from fdrl.divergences import DIVERGENCES, max_abs_error
+
     _no_inputs("table2", inputs)
+    # Network outputs at which f' is checked against df/dr: r from 2e-9 to 5e8 for LR.
+    outputs = torch.linspace(-20.0, 20.0, 4001, dtype=torch.float64)
     return [
         {
-            "divergence": d.title,
+            "divergence": DIVERGENCE_TITLES[d.name],
             "f": d.f_text,
             "f_prime": d.f_prime_text,
             "paired_loss": d.loss.upper(),
-            "max_abs_error": f"{max_abs_error(d, CHECK_OUTPUTS):.3e}",
+            "max_abs_error": f"{max_abs_error(d, outputs):.3e}",
         }
         for d in DIVERGENCES.values()
     ]
@@ -249,6 +247,8 @@ def table2(inputs: list[str]) -> list[dict]:
 
 def table3(inputs: list[str]) -> list[dict]:
     """Table 3: each network's layer list and the parameter count of the class as built."""
+    from fdrl.nets import RESNETS, build_network, count_parameters
+
     _no_inputs("table3", inputs)
     rows = []
     for name, spec in RESNETS.items():
@@ -270,11 +270,8 @@ def toy(inputs: list[str]) -> list[dict]:
         raise FdrlError("the toy table needs the metrics.json files written by `fdrl toy`")
     rows = []
     for path in inputs:
-        if not os.path.isfile(path):
-            raise FdrlError(f"no metrics file at {path}: run `fdrl toy` for it first")
-        m = json.loads(Path(path).read_text())
-        rows.append({k: m[k] for k in ("experiment", "figure", "pairing", "metric", "value",
-                                       "prior_value", "expected", "meets", "seconds")})
+        metrics = load_toy_metrics(path)
+        rows.append({k: metrics[k] for k in TOY_METRICS})
     return rows
 
 

@@ -2,6 +2,8 @@
 command line and the workflow offer agree with the registries that implement them."""
 
 import ast
+import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +20,7 @@ PACKAGE = REPO / "fdrl"
 LAYERS = {
     "utilities": ("errors", "io", "names", "noise", "distributed", "moments", "precision",
                   "progress", "runlock"),
-    "formats and readers": ("datasets", "data", "chunks", "images", "checkpoint"),
+    "formats and readers": ("datasets", "data", "chunks", "images", "checkpoint", "result_files"),
     "the paper's concepts": ("losses", "divergences", "flow", "priors", "nets", "robust_resnet",
                              "ema", "step"),
     "configuration": ("config",),
@@ -126,6 +128,29 @@ def test_a_figure_of_stored_samples_is_drawn_without_torch(tmp_path):
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_tables_and_figures_of_results_are_made_without_torch(tmp_path):
+    # Table 1 and Fig. 5 from FID results, as their workflow jobs make them.
+    results = []
+    for steps, fid in ((0, 150.0), (110, 6.5)):
+        run = {"run": "r", "dataset": "digits", "prior": "data", "pairing": "lr-js", "steps": steps,
+               "train_steps": 9, "flow_steps": 50, "config_hash": "h"}
+        results.append(tmp_path / f"fid-{steps}.json")
+        results[-1].write_text(json.dumps({"fid": fid, "backend": "classifier", "n_images": 20,
+                                           "feature_extractor": "digits classifier", "run": run}))
+    calls = [["table", "table1", *map(str, results), "--out", str(tmp_path / "t.csv")],
+             ["figure", "fig5", *map(str, results), "--out", str(tmp_path / "f.png")]]
+    code = ("import sys; from fdrl.cli import main; "
+            f"[main(args) for args in {calls!r}]; "
+            # Every table and figure module of results, loaded, still without torch.
+            "import fdrl.tables, fdrl.figures, fdrl.result_files; print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "False", proc.stderr
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    rows = list(csv.DictReader(open(tmp_path / "t.csv")))[-2:]
+    assert [(r["method"], r["loss"], r["divergence"], r["fid"]) for r in rows] == [
+        ("prior samples, no flow", "LR", "JS", "150.00"), ("FDRL-DDP", "LR", "JS", "6.50")]
+
+
 def test_names_agree_with_the_registries():
     from fdrl.divergences import DIVERGENCES
     from fdrl.features import WEIGHT_FILES
@@ -134,6 +159,7 @@ def test_names_agree_with_the_registries():
     from fdrl.toy import EXPERIMENTS
 
     assert {f"{d.loss}-{d.name}" for d in DIVERGENCES.values()} == set(names.PAIRINGS)
+    assert set(names.DIVERGENCE_TITLES) == set(DIVERGENCES)
     assert tuple(EXPERIMENTS) == names.TOYS
     assert {t for t, e in EXPERIMENTS.items() if e.figure != "fig10"} == set(names.GAUSSIAN_TOYS)
     assert tuple(FIGURES) == names.FIGURES and tuple(TABLES) == names.TABLES

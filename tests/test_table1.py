@@ -83,6 +83,20 @@ def test_a_result_without_a_run_is_refused(tmp_path):
     assert not (tmp_path / "t.csv").exists()
 
 
+def test_results_that_are_missing_not_json_or_of_an_unknown_pairing_are_refused(tmp_path):
+    with pytest.raises(FdrlError, match="no result at .*: run `fdrl fid` for it first"):
+        table1([str(tmp_path / "missing.json")])
+    (tmp_path / "bad.json").write_text("{ not json")
+    with pytest.raises(FdrlError, match="is not a JSON result of `fdrl fid`"):
+        table1([str(tmp_path / "bad.json")])
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(FdrlError, match="holds no JSON object"):
+        table1([str(tmp_path / "list.json")])
+    odd = fid_result(tmp_path / "odd.json", "d", "digits", "data", "lsif-kl", 120, 5.0)
+    with pytest.raises(FdrlError, match="pairing 'lsif-kl', which FDRL does not have"):
+        table1([odd])
+
+
 def test_table1_through_the_command(tmp_path):
     inputs = [fid_result(tmp_path / "a.json", "d", "digits", "data", "lr-kl", 120, 5.0)]
     proc = subprocess.run([sys.executable, "-m", "fdrl", "table", "table1", "--out",
