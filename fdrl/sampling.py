@@ -12,6 +12,11 @@ With a guide classifier (`fdrl.guides`) the flow is class-conditional (Eq. 31): 
 conditioned on class `classes[i % len(classes)]`, and the chunk stores that label with each
 image. `write_generated` is the one place images of seeds are made over ranks and written,
 for samples and for translations (`fdrl.translation`).
+
+Fig. 5 samples the same seeds at several total flow lengths (`sample_lengths`): seed i's flow
+of L steps is the first L steps of its longer flow (the same prior draw, the same noise
+stream), so one flow of the longest length, its x_L clamped and kept at each length L, gives
+every chunk at the cost of the longest alone, image for image the chunks separate flows make.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -128,6 +133,13 @@ class Sampler:
         noise = InterpolationNoise(seed_a, seed_b, t, self.device)
         return self.flow_from(self.prior.sample(points, noise), noise)
 
+    def generate_lengths(self, seeds: list[int], lengths: Sequence[int]) -> list[Tensor]:
+        """Algorithm 2 for these seeds at each total flow length of `lengths` (none above this
+        sampler's K + kappa), from one flow: each is what `generate` makes at that length."""
+        x0, noise = self.prior_samples(seeds)
+        kept = self._snapshots(x0, noise, set(lengths))
+        return [kept[n] for n in lengths]
+
     def process(self, seeds: list[int], every: int, x0: Tensor | None = None) -> list[Tensor]:
         """x_0 (the seeds' prior samples, or the given images) and every `every`-th flow step up
         to K + kappa (Figs. 7, 8), clamped for display."""
@@ -135,13 +147,24 @@ class Sampler:
             x0, noise = self.prior_samples(seeds)
         else:
             noise = PerSampleNoise(seeds, self.device)
-        frames = [x0]
+        last = self.params.steps
+        kept = self._snapshots(x0, noise, {k for k in range(1, last + 1) if k % every == 0 or k == last})
+        return [x0, *(kept[k] for k in sorted(kept))]
+
+    def _snapshots(self, x0: Tensor, noise: Noise, at: set[int]) -> dict[int, Tensor]:
+        """{k: x_k clamped to [-1, 1]} for each k in `at`, from one flow of max(at) steps."""
+        if not at:
+            return {}
+        if max(at) > self.params.steps:
+            raise FdrlError(f"flow length {max(at)} is beyond this sampler's {self.params.steps}")
+        kept = {0: x0.clamp(-1, 1)} if 0 in at else {}
+        params = FlowParams(max(at), self.params.eta, self.params.nu)
         with frozen(self.model):
             potential = ratio_potential(self.model, self.divergence, self.precision)
-            for k, x in enumerate(trajectory(potential, x0, self.params, noise), start=1):
-                if k % every == 0 or k == self.params.steps:
-                    frames.append(x.clamp(-1, 1))
-        return frames
+            for k, x in enumerate(trajectory(potential, x0, params, noise), start=1):
+                if k in at:
+                    kept[k] = x.clamp(-1, 1)
+        return kept
 
     def guidance(self, guide: Guide, seeds: list[int], classes: list[int], phi: float,
                  step_factor: float) -> ClassGuidance:
@@ -155,20 +178,22 @@ def class_labels(seeds, classes: list[int]) -> np.ndarray:
     return np.asarray(classes, dtype=np.int64)[np.asarray(seeds, dtype=np.int64) % len(classes)]
 
 
-def write_generated(d: distributed.Dist, out: str | os.PathLike, seeds: list[int],
-                    make: Callable[[list[int]], Tensor], batch: int, run_info: dict,
+def write_generated(d: distributed.Dist, outs: Sequence[tuple[str | os.PathLike, dict]],
+                    seeds: list[int], make: Callable[[list[int]], Sequence[Tensor]], batch: int,
                     shape: tuple[int, int, int], labels: Callable[[np.ndarray], np.ndarray] | None,
                     desc: str) -> None:
-    """Images `make(seeds)` (in [-1, 1]) in batches, the seeds split over ranks; rank 0 writes
-    them, ordered by seed, as one chunk, with `labels(seeds)` if given."""
+    """Images `make(seeds)` (in [-1, 1]; one batch per chunk of `outs`, each a (path, run info))
+    in batches, the seeds split over ranks; rank 0 writes each chunk, ordered by seed, with
+    `labels(seeds)` if given."""
     mine = seeds[d.rank::d.world_size]
-    images = []
+    images = [[] for _ in outs]
     with progress(len(mine), desc, "img", d.is_main) as bar:
         for i in range(0, len(mine), batch):
-            images.append(to_uint8(make(mine[i:i + batch])))
-            bar.update(len(images[-1]))
+            for kept, made in zip(images, make(mine[i:i + batch]), strict=True):
+                kept.append(to_uint8(made))
+            bar.update(len(images[0][-1]))
     c, h, w = shape
-    local = np.concatenate(images) if images else np.zeros((0, h, w, c), np.uint8)
+    local = [np.concatenate(kept) if kept else np.zeros((0, h, w, c), np.uint8) for kept in images]
     parts = [(mine, local)]
     if d.world_size > 1:
         parts = [None] * d.world_size
@@ -176,9 +201,10 @@ def write_generated(d: distributed.Dist, out: str | os.PathLike, seeds: list[int
     if d.is_main:
         all_seeds = np.concatenate([np.asarray(s, dtype=np.int64) for s, _ in parts])
         order = np.argsort(all_seeds, kind="stable")
-        all_images = np.concatenate([im for _, im in parts])
-        write_chunk(out, all_images[order], all_seeds[order], run_info,
-                    None if labels is None else labels(all_seeds[order]))
+        for j, (out, run_info) in enumerate(outs):
+            all_images = np.concatenate([im[j] for _, im in parts])
+            write_chunk(out, all_images[order], all_seeds[order], run_info,
+                        None if labels is None else labels(all_seeds[order]))
     distributed.barrier()
 
 
@@ -203,8 +229,29 @@ def sample(run: str | os.PathLike, seeds: list[int], out: str | os.PathLike, bat
         def labels(seeds: np.ndarray) -> np.ndarray:
             return class_labels(seeds, classes)
 
-    write_generated(d, out, seeds, make, batch, info, sampler.prior.shape, labels,
-                    f"sample {info['run']}")
+    write_generated(d, [(out, info)], seeds, lambda s: [make(s)], batch, sampler.prior.shape,
+                    labels, f"sample {info['run']}")
+
+
+def sample_lengths(run: str | os.PathLike, seeds: list[int], out: str | os.PathLike,
+                   lengths: Sequence[int],
+                   batch: int = 256, device: str | None = None, precision: str | None = None,
+                   channels_last: bool | None = None) -> None:
+    """Generates the images of `seeds` at each total flow length K + kappa of `lengths` (Fig. 5),
+    one chunk each at `out` with `{steps}` replaced by the length, from one flow of the longest
+    (see the module docstring)."""
+    out = str(out)
+    if not lengths or len(set(lengths)) != len(lengths) or min(lengths) < 0:
+        raise FdrlError(f"flow lengths {list(lengths)}: give distinct non-negative numbers")
+    if len(lengths) > 1 and "{steps}" not in out:
+        raise FdrlError(f"--out {out} names one chunk for {len(lengths)} flow lengths; put "
+                        "{steps} in it where each chunk's length goes, e.g. steps-{steps}/chunk.npz")
+    d = distributed.init(device)
+    sampler = Sampler.load(run, d.device, max(lengths), precision, channels_last)
+    outs = [(out.replace("{steps}", str(n)), {**sampler.run_info, "steps": n}) for n in lengths]
+    write_generated(d, outs, seeds, lambda s: sampler.generate_lengths(s, lengths), batch,
+                    sampler.prior.shape, None,
+                    f"sample {sampler.run_info['run']} at {len(lengths)} flow lengths")
 
 
 def _check_guidance(sampler: Sampler, guide: Guide, classes: list[int], phi: float,

@@ -79,6 +79,6 @@ def translate(run: str | os.PathLike, source: str | os.PathLike, out: str | os.P
     translator = Translator(Sampler.load(run, d.device, steps, precision, channels_last), source)
     indices = list(range(len(translator.store))) if indices is None else indices
     translator.check(indices)
-    write_generated(d, out, indices, translator.translate, batch, translator.info,
-                    tuple(translator.store.shape), lambda seeds: translator.labels[seeds],
+    write_generated(d, [(out, translator.info)], indices, lambda s: [translator.translate(s)],
+                    batch, tuple(translator.store.shape), lambda seeds: translator.labels[seeds],
                     f"translate {translator.info['run']}")

@@ -106,6 +106,36 @@ def test_chunks_name_their_run_and_flow_length(run, tmp_path):
         read_chunks([str(tmp_path / "a.npz"), str(tmp_path / "prior.npz")])
 
 
+def test_several_flow_lengths_from_one_flow_are_the_chunks_of_separate_flows(run, tmp_path):
+    # Fig. 5: one `fdrl sample --steps 0,2,5` flows 5 steps and keeps x_0, x_2 and x_5; each
+    # chunk must be the one a flow of that length alone writes, bit for bit (same batch shape).
+    pattern = str(tmp_path / "steps-{steps}" / "chunk.npz")
+    proc = subprocess.run([sys.executable, "-m", "fdrl", "sample", "--run", str(run), "--seeds",
+                           "0-5", "--steps", "0,2,5", "--out", pattern, "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for n in (0, 2, 5):
+        sample(run, list(range(6)), tmp_path / f"alone-{n}.npz", steps=n, device="cpu")
+        images, seeds, info = read_chunks([pattern.format(steps=n)])
+        alone, _, alone_info = read_chunks([str(tmp_path / f"alone-{n}.npz")])
+        assert np.array_equal(images, alone) and list(seeds) == list(range(6))
+        assert info == alone_info and info["steps"] == n
+    assert not np.array_equal(read_chunks([pattern.format(steps=2)])[0],
+                              read_chunks([pattern.format(steps=5)])[0])
+
+
+def test_several_flow_lengths_need_a_place_for_the_length_in_out(run, tmp_path):
+    for steps, out, says in (
+            ("0,5", "one.npz", "names one chunk for 2 flow lengths; put {steps} in it"),
+            ("3,3", "s-{steps}.npz", "names a number twice")):
+        proc = subprocess.run([sys.executable, "-m", "fdrl", "sample", "--run", str(run),
+                               "--seeds", "0-1", "--steps", steps, "--out",
+                               str(tmp_path / out), "--device", "cpu"],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode != 0 and says in proc.stderr, proc.stderr[-2000:]
+    assert not list(tmp_path.iterdir())
+
+
 def test_sampling_runs_in_the_runs_precision_unless_told_otherwise(run, tmp_path, device):
     sample(run, list(range(16)), tmp_path / "fp32.npz", device=device.type)
     sample(run, list(range(16)), tmp_path / "bf16.npz", device=device.type, precision="bf16")

@@ -52,12 +52,6 @@ FLOWING = dict(shared=("batch", "device", "precision", "channels_last"),
                         "channels_last": {"default": None, "help": "default: the run's"}})
 
 
-def add_steps(p) -> None:
-    """`--steps`: the flow length K + kappa, by default the run's own."""
-    p.add_argument("--steps", type=int, default=None, metavar="K+kappa",
-                   help="flow steps (default: the run's sample_steps)")
-
-
 def sample_parser(verbs) -> None:
     p = verb(verbs, "sample", _sample,
              "generate images with a trained run (Algorithm 2); runs under torchrun too",
@@ -67,7 +61,10 @@ def sample_parser(verbs) -> None:
              **FLOWING)
     p.add_argument("--run", required=True, type=Path, metavar="RUN_DIR", help="a trained run")
     p.add_argument("--seeds", required=True, metavar="SEEDS", help="e.g. 0-999 or 0-9,20")
-    add_steps(p)
+    p.add_argument("--steps", default=None, metavar="K+kappa",
+                   help="flow steps (default: the run's sample_steps); several, e.g. 0,20,40 "
+                        "(Fig. 5), write one chunk each from one flow of the longest: put {steps} "
+                        "in --out where each chunk's length goes")
     g = p.add_argument_group("class-conditional sampling (Eq. 31; LR-KL runs)")
     g.add_argument("--guide", type=Path, default=None, metavar="CLASSIFIER",
                    help="a robust classifier: `fdrl train-classifier --robust-eps` (digits) or "
@@ -82,13 +79,22 @@ def sample_parser(verbs) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
-    from fdrl.sampling import parse_seeds, sample
+    from fdrl.sampling import parse_seeds, sample, sample_lengths
 
     if args.guide is None and args.classes is not None:
         raise FdrlError("--classes needs --guide, the classifier that conditions the flow")
+    seeds = parse_seeds(args.seeds)
+    lengths = None if args.steps is None else parse_seeds(args.steps, "--steps")
+    if lengths is not None and (len(lengths) > 1 or "{steps}" in str(args.out)):
+        if args.guide is not None:
+            raise FdrlError("--guide samples at one flow length; give --steps one number")
+        sample_lengths(args.run, seeds, args.out, lengths, args.batch, args.device,
+                       args.precision, args.channels_last)
+        return
     classes = None if args.classes is None else parse_seeds(args.classes, "--classes")
-    sample(args.run, parse_seeds(args.seeds), args.out, args.batch, args.steps, args.device,
-           args.precision, args.channels_last, args.guide, classes, args.phi, args.step_factor)
+    sample(args.run, seeds, args.out, args.batch, None if lengths is None else lengths[0],
+           args.device, args.precision, args.channels_last, args.guide, classes, args.phi,
+           args.step_factor)
 
 
 def translate_parser(verbs) -> None:
@@ -106,7 +112,8 @@ def translate_parser(verbs) -> None:
                         "split of it, e.g. cat2dog_testA)")
     p.add_argument("--images", default=None, metavar="INDICES",
                    help="which source images, e.g. 0-49 (default: all)")
-    add_steps(p)
+    p.add_argument("--steps", type=int, default=None, metavar="K+kappa",
+                   help="flow steps (default: the run's sample_steps)")
 
 
 def _translate(args: argparse.Namespace) -> None:
