@@ -106,10 +106,15 @@ def test_files_and_functions_stay_small():
     assert not too_long, too_long
 
 
-def test_the_command_line_builds_its_parser_without_torch():
-    code = "import sys; from fdrl.cli import parser; parser(); print('torch' in sys.modules)"
+def assert_runs_without_torch(code: str) -> None:
+    """Runs `code` in a fresh interpreter: it must succeed and never import torch."""
+    code += "\nimport sys; print('torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_the_command_line_builds_its_parser_without_torch():
+    assert_runs_without_torch("from fdrl.cli import parser; parser()")
 
 
 def test_a_figure_of_stored_samples_is_drawn_without_torch(tmp_path):
@@ -120,11 +125,9 @@ def test_a_figure_of_stored_samples_is_drawn_without_torch(tmp_path):
 
     chunk = tmp_path / "chunk.npz"
     write_chunk(chunk, np.zeros((4, 8, 8, 1), np.uint8), np.arange(4), {})
-    code = ("import sys; from fdrl.cli import main; "
-            f"main(['figure', 'fig4', {str(chunk)!r}, '--out', {str(tmp_path / 'f.png')!r}]); "
-            "print('torch' in sys.modules)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert proc.stdout.strip() == "False", proc.stderr
+    assert_runs_without_torch(
+        "from fdrl.cli import main; "
+        f"main(['figure', 'fig4', {str(chunk)!r}, '--out', {str(tmp_path / 'f.png')!r}])")
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -139,12 +142,9 @@ def test_tables_and_figures_of_results_are_made_without_torch(tmp_path):
                                            "feature_extractor": "digits classifier", "run": run}))
     calls = [["table", "table1", *map(str, results), "--out", str(tmp_path / "t.csv")],
              ["figure", "fig5", *map(str, results), "--out", str(tmp_path / "f.png")]]
-    code = ("import sys; from fdrl.cli import main; "
-            f"[main(args) for args in {calls!r}]; "
-            # Every table and figure module of results, loaded, still without torch.
-            "import fdrl.tables, fdrl.figures, fdrl.result_files; print('torch' in sys.modules)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert proc.stdout.strip() == "False", proc.stderr
+    # Every table and figure module of results, loaded, still without torch.
+    assert_runs_without_torch(f"from fdrl.cli import main; [main(args) for args in {calls!r}]; "
+                              "import fdrl.tables, fdrl.figures, fdrl.result_files")
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
     rows = list(csv.DictReader(open(tmp_path / "t.csv")))[-2:]
     assert [(r["method"], r["loss"], r["divergence"], r["fid"]) for r in rows] == [
