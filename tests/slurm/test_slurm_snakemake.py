@@ -1,5 +1,6 @@
 """The workflow through Snakemake's SLURM executor, with the real cluster profile (site values
-replaced: slurm_helpers.write_test_profile): every job an sbatch submission, polled with sacct.
+replaced: slurm_helpers.write_test_profile): every job an sbatch submission, polled with sacct,
+but the tables and figures of stored results, which Snakemake makes itself.
 
 Each test runs the repository's Snakefile with `--directory` a folder of its own, as
 tests/test_workflow.py does, so outputs, logs and .snakemake/ stay out of the repository: the
@@ -32,12 +33,13 @@ TARGETS = ["results/smoke/table1.csv"]
 # jobs: the digits' shards and prior, the held-out digits' shards); then training and sampling of
 # the six runs (`--group-components run=6`: one job) beside the FID references (the Inception
 # weights, the digits classifier, the reference statistics); then the runs' and the held-out
-# digits' FIDs in two jobs of four (`score=4`); Table 1 last. Seven sbatch jobs in all.
+# digits' FIDs in two jobs of four (`score=4`). Six sbatch jobs in all; Table 1 last, made by
+# Snakemake itself (the Snakefile's `localrules`).
 GROUPS = ["--groups", "shard=data", "fit_prior=data", "random_inception_weights=refs",
           "train_classifier=refs", "fid_ref=refs", "fid_held_out=score", "train=run",
           "sample=run", "sample_flow_length=run", "fid=score", "fid_flow_length=score",
           "--group-components", "run=6", "score=4", "--cores", "1", "--resources", "mem_mb=2000"]
-SBATCH_JOBS = 7
+SBATCH_JOBS = 6
 
 
 def snakemake(workdir, profile, targets, *args, timeout=1200):

@@ -1,9 +1,7 @@
 # The paper's 2-D experiments: Fig. 2 (stale estimator, Sec. 3.1), Fig. 3 (FDRL on the far
 # Gaussians, Algorithm 1) and Fig. 10 (swiss roll, every legal pairing), plus toy.csv of their
 # metrics. Each experiment is one single-threaded job, so that they run side by side on a laptop.
-# The figure and table rules take seconds; they stay ordinary (submittable) jobs, because grouping
-# them would not save submissions: they share no edges with one another, and Snakemake submits
-# unconnected members of a group separately anyway.
+# The figure and table rules run where Snakemake runs (the Snakefile's `localrules`).
 
 
 rule toy:
