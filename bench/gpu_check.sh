@@ -36,7 +36,10 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
 
 status=0
-python -m pytest -m gpu -n 0 -p no:cacheprovider 2>&1 | tee "$out/tests.log" || status=1
+# In one process, without the suite's pytest-xdist options (pyproject.toml), which an image with
+# its own pytest may not know: the GPU tests share one device anyway.
+python -m pytest -o addopts="-ra --durations=10" -m gpu -p no:cacheprovider 2>&1 \
+    | tee "$out/tests.log" || status=1
 python bench/compare_reference.py --reference "$reference" --device cuda \
     --precisions fp32,fp32+cl,bf16,bf16+cl --sample-batch 500 --sample-images 10000 \
     --json "$out/compare_cuda.json" "$@" 2>&1 | tee "$out/compare.log" || status=1
