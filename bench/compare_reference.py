@@ -9,7 +9,8 @@
 `--reference` is a checkout of the authors' code (github.com/ajrheng/FDRL, MIT). Their `src`
 package is imported and their step is their train loop's body, done by their own functions: their
 `flow`, two forwards of their model, their `get_loss`, Adam, their `EMAHelper.update`. Ours is
-`fdrl.step.fdrl_step`, in each precision of `--precisions` on its own copy of the network. Both
+`fdrl.step.fdrl_step`, in each precision of `--precisions` on its own copy of the network, its
+flow on CUDA one replayed CUDA graph as the trainer runs it (`--no-cuda-graph`: eager). Both
 train the same Table 3 network (the same parameter shapes in the same order; theirs starts from
 our initial weights) on the same U[-1, 1] data and prior draws, with the paper's CIFAR-10 settings
 (eta 3, nu 0.01, Adam 1e-4, EMA 0.998). Spectral normalization is on by default, as in their
@@ -17,8 +18,9 @@ released CIFAR-10 config.
 
 Rounds interleave the contenders (theirs, then ours in each precision), so a drift of the
 machine's speed touches all alike; medians over rounds are compared. Then: the sampling
-throughput of ours (Algorithm 2) in its fastest precision, and the FLOP floor, the FLOPs of one
-of our steps over the device's measured matmul peak. The last line of stdout is the JSON record.
+throughput of ours (Algorithm 2, eager) in the precision whose flow is fastest at the sampling
+batch, which need not be the training step's fastest, and the FLOP floor, the FLOPs of one of our
+steps over the device's measured matmul peak. The last line of stdout is the JSON record.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from fdrl.divergences import Pairing, pairing
 from fdrl.ema import EMA
 from fdrl.errors import FdrlError
-from fdrl.flow import FlowParams, flow
+from fdrl.flow import FlowParams, captured_flow, flow
 from fdrl.io import write_text_atomic
 from fdrl.names import PAIRINGS, PRECISIONS
 from fdrl.nets import build_network, count_parameters
@@ -101,6 +103,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pairing", choices=PAIRINGS, default="lsif-pearson", help=dflt)
     p.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction, default=True,
                    help="on in their released CIFAR-10 config" + dflt)
+    p.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=True,
+                   help="on CUDA, our flow as one CUDA graph, as the trainer runs it" + dflt)
     p.add_argument("--rounds", type=integer(1), default=3, help=">= 1" + dflt)
     p.add_argument("--steps", type=integer(1), default=5,
                    help="timed steps per contender and round" + dflt)
@@ -188,9 +192,10 @@ def our_step(net: nn.Module, precision: Precision, args: argparse.Namespace,
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     ema, pair = EMA(model, EMA_DECAY), pairing(args.pairing)
     params, noise = FlowParams(args.flow_steps, ETA, NU), GeneratorNoise(1, device)
+    captured = captured_flow(model, pair.divergence, params, precision, args.cuda_graph)
 
     def step(x_data: Tensor, x_prior: Tensor) -> None:
-        fdrl_step(model, optimizer, pair, x_data, x_prior, params, noise, ema, precision)
+        fdrl_step(model, optimizer, pair, x_data, x_prior, params, noise, ema, precision, captured)
 
     return step, ema
 
@@ -211,27 +216,33 @@ def time_rounds(contenders: dict[str, Step], args: argparse.Namespace, shape: tu
     return times
 
 
-def sampling_rate(net: nn.Module, precision: Precision, args: argparse.Namespace,
-                  shape: tuple[int, ...], device: torch.device) -> dict:
-    """Images per second of Algorithm 2 (K + kappa flow steps, then the clamp) with `net`."""
+def sampling_rate(nets: dict[str, nn.Module], args: argparse.Namespace, shape: tuple[int, ...],
+                  device: torch.device) -> dict:
+    """Images per second of Algorithm 2 (K + kappa flow steps, then the clamp), in the precision
+    of `args.precisions` whose flow is fastest at the sampling batch (timed over a few steps
+    each; `nets` holds each one's copy of the network)."""
     divergence = pairing(args.pairing).divergence
     noise, prior = GeneratorNoise(2, device), UniformPrior(shape)
 
-    def generate(n: int, steps: int) -> Tensor:
+    def generate(label: str, n: int, steps: int) -> Tensor:
         x0 = prior.sample(n, noise)
         params = FlowParams(steps, ETA, NU)
-        return flow(net, x0, divergence, params, noise, precision=precision).clamp(-1, 1)
+        return flow(nets[label], x0, divergence, params, noise,
+                    precision=args.precisions[label]).clamp(-1, 1)
 
-    generate(args.sample_batch, 1)  # untimed: the kernels for this batch shape
+    probe = {label: seconds_per_call(generate, [(label, args.sample_batch, 3)] * 3, 1, device)
+             for label in nets}  # the first call picks the kernels for this batch shape
+    label = min(probe, key=probe.get)
     sync(device)
     start, done = time.perf_counter(), 0
     while done < args.sample_images:
-        done += len(generate(min(args.sample_batch, args.sample_images - done), args.sample_steps))
+        done += len(generate(label, min(args.sample_batch, args.sample_images - done),
+                             args.sample_steps))
     sync(device)
     seconds = time.perf_counter() - start
-    return {"steps": args.sample_steps, "batch": args.sample_batch, "images": done,
-            "seconds": seconds, "images_per_second": done / seconds,
-            "seconds_for_50000": 50_000 * seconds / done}
+    return {"precision": label, "seconds_per_3_steps": probe, "steps": args.sample_steps,
+            "batch": args.sample_batch, "images": done, "seconds": seconds,
+            "images_per_second": done / seconds, "seconds_for_50000": 50_000 * seconds / done}
 
 
 class GlobalOnly(contextlib.nullcontext):
@@ -323,7 +334,8 @@ def run(args: argparse.Namespace) -> dict:
     medians = {name: statistics.median(t) for name, t in times.items()}
     speedup = {label: medians["authors"] / medians[f"ours {label}"] for label in args.precisions}
     fastest = min(args.precisions, key=lambda label: medians[f"ours {label}"])
-    sampling = sampling_rate(emas[fastest].module, args.precisions[fastest], args, shape, device)
+    sampling = sampling_rate({label: ema.module for label, ema in emas.items()}, args, shape,
+                             device)
     settings = {k: v for k, v in vars(args).items()
                 if k not in ("reference", "json", "precisions")}
     return {**device_info(device), "date": datetime.date.today().isoformat(),
@@ -332,7 +344,7 @@ def run(args: argparse.Namespace) -> dict:
             "parameters": {"authors": count_parameters(theirs), "ours": n},
             "seconds_per_step": times, "median_seconds_per_step": medians,
             "speedup_authors_over_ours": speedup, "fastest_precision": fastest,
-            "sampling": {"precision": fastest, **sampling},
+            "sampling": sampling,
             **floor(ours, args, shape, device, medians)}
 
 
@@ -345,13 +357,16 @@ def summary(r: dict) -> list[str]:
     return [
         f"{r['device']} ({r['device_name']}), {flags}, torch {r['torch']}, {r['threads']} threads",
         f"{r['network']}, batch {r['batch']}, K {r['flow_steps']}, {r['pairing']}, spectral norm "
-        f"{'on' if r['spectral_norm'] else 'off'}; medians of {r['rounds']} rounds x "
+        f"{'on' if r['spectral_norm'] else 'off'}, our flow "
+        f"{'one CUDA graph' if r['device'] == 'cuda' and r['cuda_graph'] else 'eager'}; "
+        f"medians of {r['rounds']} rounds x "
         f"{r['steps']} steps",
         f"  authors      {median['authors']:.4g} s/step",
         *(f"  ours {label:<7} {median['ours ' + label]:.4g} s/step, speed-up {speedup[label]:.3g}x"
           for label in r["precisions"]),
         f"fastest of ours here: {r['fastest_precision']}",
-        f"sampling ({s['precision']}, K + kappa = {s['steps']}, batch {s['batch']}): "
+        f"sampling ({s['precision']}, the fastest flow at its batch; K + kappa = {s['steps']}, "
+        f"batch {s['batch']}): "
         f"{s['images_per_second']:.4g} images/s, 50,000 images in "
         f"{s['seconds_for_50000'] / 3600:.3g} h",
         f"FLOPs per step {r['flops_per_step'] / 1e9:.4g} G; matmul peak ({r['matmul_size']}^2) "

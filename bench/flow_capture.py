@@ -9,12 +9,13 @@ and (CUDA only) as one CUDA graph of the whole K-step loop; each result checked 
 The flow is the whole cost of FDRL (K steps per training step, K + kappa per sample), and a
 flow step of a small network is many short kernels: on a GPU their launches, not their
 arithmetic, can set the pace. `compile` runs `fdrl.flow.trajectory` on the potential compiled by
-inductor (forward and, through AOTAutograd, its input gradient); `graph` captures the K steps
-of `trajectory`, potential and Eq. 9 update alike, once, and replays them. All three run the
-network as `fdrl.flow.flow` does (frozen: eval mode, cached spectral-norm weights, no parameter
-gradients) in the given precision, from the same x_0 with the same noise, which is drawn for
-all K steps first so that a captured graph reads it from one buffer. Rounds interleave the ways;
-the medians and the cost of compiling or capturing are printed, then the JSON record.
+inductor (forward and, through AOTAutograd, its input gradient); `graph` is the trainer's
+`fdrl.flow.CapturedFlow`, the K steps of `trajectory`, potential and Eq. 9 update alike,
+captured once and replayed. All three run the network as `fdrl.flow.flow` does (frozen: eval
+mode, spectral-norm weights computed once per flow, no parameter gradients) in the given
+precision, from the same x_0 with the same noise, drawn for all K steps first. Rounds
+interleave the ways; the medians and the cost of compiling or capturing are printed, then the
+JSON record.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ import statistics
 import time
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from fdrl.divergences import pairing
-from fdrl.flow import FlowParams, frozen, ratio_potential, trajectory
+from fdrl.flow import CapturedFlow, DrawnNoise, FlowParams, frozen, ratio_potential, trajectory
 from fdrl.io import write_text_atomic
 from fdrl.nets import count_parameters
 import workload
@@ -37,46 +38,13 @@ from timing import sync
 WAYS = ("eager", "compile", "graph")
 
 
-class Replayed:
-    """The flow's noise from a buffer of all K steps' draws, step k reading row k."""
-
-    def __init__(self, draws: Tensor):
-        self.draws, self.k = draws, 0
-
-    def randn(self, n: int, shape: tuple[int, ...]) -> Tensor:
-        draw = self.draws[self.k]
-        self.k += 1
-        return draw
-
-
-def last(potential, x0: Tensor, params: FlowParams, draws: Tensor) -> Tensor:
-    """x_K of `trajectory`."""
+def last(net: nn.Module, potential, x0: Tensor, params: FlowParams, draws: Tensor) -> Tensor:
+    """x_K of `trajectory`, `net` frozen as `fdrl.flow.flow` freezes it."""
     x = x0
-    for x in trajectory(potential, x0, params, Replayed(draws)):
-        pass
+    with frozen(net):
+        for x in trajectory(potential, x0, params, DrawnNoise(draws)):
+            pass
     return x
-
-
-def captured(potential, x0: Tensor, params: FlowParams, draws: Tensor):
-    """`last` captured as one CUDA graph after three warm-up runs on a side stream (as
-    torch.cuda.graph requires); returns a function of (x0, draws) that replays it."""
-    static_x0, static_draws = x0.clone(), draws.clone()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            last(potential, static_x0, params, static_draws)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = last(potential, static_x0, params, static_draws)
-
-    def replay(x: Tensor, d: Tensor) -> Tensor:
-        static_x0.copy_(x)
-        static_draws.copy_(d)
-        graph.replay()
-        return static_out
-    return replay
 
 
 def parse() -> argparse.Namespace:
@@ -102,32 +70,33 @@ def main() -> None:
     params = FlowParams(args.flow_steps, workload.ETA, workload.NU)
     x0 = torch.rand((args.batch, *shape), device=device) * 2 - 1
     draws = torch.randn((args.flow_steps, args.batch, *shape), device=device)
-    potential = ratio_potential(net, pairing(args.pairing).divergence, precision)
-    with frozen(net):
-        setup, flows = {}, {}
-        for way in args.ways:
+    divergence = pairing(args.pairing).divergence
+    potential = ratio_potential(net, divergence, precision)
+    setup, flows = {}, {}
+    for way in args.ways:
+        sync(device)
+        start = time.perf_counter()
+        if way == "graph":
+            captured = CapturedFlow(net, divergence, params, precision)
+            flows[way] = lambda x, d: captured(x, DrawnNoise(d))
+        else:
+            fn = potential if way == "eager" else torch.compile(potential)
+            flows[way] = lambda x, d, fn=fn: last(net, fn, x, params, d)
+        flows[way](x0, draws)  # untimed: kernels picked (eager), compiled, or captured
+        sync(device)
+        setup[way] = time.perf_counter() - start
+    seconds = {way: [] for way in args.ways}
+    for _ in range(args.rounds):
+        for way, run in flows.items():
             sync(device)
             start = time.perf_counter()
-            if way == "graph":
-                flows[way] = captured(potential, x0, params, draws)
-            else:
-                fn = potential if way == "eager" else torch.compile(potential)
-                flows[way] = lambda x, d, fn=fn: last(fn, x, params, d)
-                flows[way](x0, draws)  # untimed: kernels picked (eager), compiled (compile)
+            run(x0, draws)
             sync(device)
-            setup[way] = time.perf_counter() - start
-        seconds = {way: [] for way in args.ways}
-        for _ in range(args.rounds):
-            for way, run in flows.items():
-                sync(device)
-                start = time.perf_counter()
-                run(x0, draws)
-                sync(device)
-                seconds[way].append(time.perf_counter() - start)
-        reference = last(potential, x0, params, draws)
-        drift = (reference - x0).norm()
-        differs = {way: float((run(x0, draws) - reference).norm() / drift)
-                   for way, run in flows.items()}
+            seconds[way].append(time.perf_counter() - start)
+    reference = last(net, potential, x0, params, draws)
+    drift = (reference - x0).norm()
+    differs = {way: float((run(x0, draws) - reference).norm() / drift)
+               for way, run in flows.items()}
     medians = {way: statistics.median(t) for way, t in seconds.items()}
     record = {
         "network": args.network, "parameters": count_parameters(net), "image_shape": list(shape),

@@ -32,10 +32,10 @@ _NAME = re.compile(r"^step-(\d{6,})\.pt$")
 ARCHITECTURE_KEYS = ("network", "spectral_norm", "self_attention")
 # Keys a resumed run may change: they do not alter the trajectory of the weights (paths may
 # move with the results folder; `steps` may grow to extend a run), or alter it only by rounding,
-# as a move to another device does (`precision`, `channels_last`).
+# as a move to another device does (`precision`, `channels_last`, `cuda_graph`).
 RESUMABLE_KEYS = ("name", "data", "prior_path", "source", "steps", "sample_steps", "log_every",
                   "sample_every", "checkpoint_every", "keep_checkpoints", "precision",
-                  "channels_last")
+                  "channels_last", "cuda_graph")
 
 
 def checkpoint_path(folder: str | os.PathLike, step: int) -> Path:

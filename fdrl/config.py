@@ -157,7 +157,9 @@ class TrainConfig:
     `precision` (fp32, bf16, or auto: the faster of the two on the device, measured when
     training starts) and `channels_last` say how the network's forwards run (`fdrl.precision`);
     the run's config.yaml and final.pt record the precision it trained in, and a run may resume
-    under another one, as on another device.
+    under another one, as on another device. `cuda_graph`: on a CUDA device, each training
+    step's K-step flow is one replayed CUDA graph (`fdrl.flow.CapturedFlow`), which gives the
+    eager flow's result with a fraction of its kernel launches; ignored on the CPU.
     """
 
     data: str = ""
@@ -188,6 +190,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     precision: str = "fp32"
     channels_last: bool = False
+    cuda_graph: bool = True
 
     def to_dict(self) -> dict:
         """Plain YAML/JSON-ready values (tuples as lists)."""

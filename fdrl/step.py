@@ -15,7 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from fdrl.divergences import Pairing
 from fdrl.ema import EMA
-from fdrl.flow import FlowParams, flow
+from fdrl.flow import CapturedFlow, FlowParams, flow
 from fdrl.noise import Noise
 from fdrl.precision import FP32, Precision
 
@@ -50,14 +50,19 @@ def fdrl_step(
     noise: Noise,
     ema: EMA | None = None,
     precision: Precision = FP32,
+    captured: CapturedFlow | None = None,
 ) -> StepResult:
     """Algorithm 1, one iteration; `net` may be wrapped in DDP (only the loss backward syncs).
 
     The flow's forwards and the loss's forward run in `precision`; the loss itself, the
-    optimizer step and the EMA update in float32.
+    optimizer step and the EMA update in float32. `captured`, built for the same network, flow
+    parameters and precision, runs the flow as a CUDA graph instead of eagerly.
     """
     model = unwrap(net)
-    x_flow = flow(model, x_prior, pairing.divergence, flow_params, noise, precision=precision)
+    if captured is None:
+        x_flow = flow(model, x_prior, pairing.divergence, flow_params, noise, precision=precision)
+    else:
+        x_flow = captured(x_prior, noise)
     # One forward over both batches: spectral norm advances once per step, DDP sees one pass.
     h = precision.forward(net, torch.cat([x_data, x_flow]))
     h_data, h_flow = h.split([len(x_data), len(x_flow)])

@@ -44,7 +44,7 @@ from fdrl.distributed import Dist, all_reduce_sum, barrier
 from fdrl.divergences import pairing
 from fdrl.ema import EMA
 from fdrl.errors import FdrlError
-from fdrl.flow import FlowParams, flow
+from fdrl.flow import FlowParams, captured_flow, flow
 from fdrl.images import save_grid
 from fdrl.io import sha256, write_text_atomic
 from fdrl.nets import count_parameters
@@ -124,6 +124,8 @@ class Trainer:
         self.precision = self._precision()
         self.model = self.precision.prepare(self.model)
         self.ema = EMA(self.model, cfg.ema)
+        self.captured = captured_flow(self.model, self.pair.divergence, self.flow_params,
+                                      self.precision, cfg.cuda_graph)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, list(cfg.lr_milestones), gamma=0.1)
@@ -260,7 +262,7 @@ class Trainer:
         x_prior = self.prior.sample(len(x_data), noise)
         lr = self.optimizer.param_groups[0]["lr"]
         result = fdrl_step(net, self.optimizer, self.pair, x_data, x_prior, self.flow_params,
-                           noise, self.ema, self.precision)
+                           noise, self.ema, self.precision, self.captured)
         self.scheduler.step()
         stats = torch.stack([getattr(result, k).float() for k in STATS])
         values = (all_reduce_sum(stats) / self.d.world_size).tolist()  # equal slices: the global mean

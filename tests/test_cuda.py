@@ -8,6 +8,7 @@ orders below what a wrong device, dtype or layout would give.
 """
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ import yaml
 from fdrl.checkpoint import load_checkpoint
 from fdrl.config import load_config
 from fdrl.divergences import pairing
-from fdrl.flow import FlowParams, flow
+from fdrl.flow import CapturedFlow, FlowParams, flow
 from fdrl.nets import build_network
 from fdrl.noise import GeneratorNoise
 from fdrl.precision import Precision
@@ -63,6 +64,37 @@ def test_a_cifar_flow_on_cuda_follows_the_flow_on_the_cpu(precision, tolerance):
     assert relative_error(x - x0.to(CUDA), on_cpu - x0) < tolerance
 
 
+@pytest.mark.parametrize("precision, tolerance", [(Precision("fp32"), 0.01),
+                                                  (Precision("bf16", channels_last=True), 0.01)])
+def test_a_captured_flow_is_the_eager_flow_and_reads_the_weights_in_place(precision, tolerance):
+    """The trainer's flow on CUDA, K = 5 steps of Eq. 9 as one replayed graph, against the eager
+    flow with the same noise: alike when captured; alike again after an Adam step changed the
+    weights and spectral norm's vectors in place (a graph holding the weights of its capture
+    would give the old flow, which differs by far more); alike for a batch of another size
+    (captured again). Capturing leaves the parameters trainable."""
+    torch.manual_seed(0)
+    net = precision.prepare(build_network("resnet32", in_channels=3, spectral_norm=True).to(CUDA))
+    div, params = pairing("lsif-pearson").divergence, FlowParams(5, 3.0, 0.01)
+    captured = CapturedFlow(net, div, params, precision)
+
+    def drifts(x0):
+        eager = flow(net, x0, div, params, GeneratorNoise(1, CUDA), precision=precision)
+        return eager - x0, captured(x0, GeneratorNoise(1, CUDA)) - x0
+
+    x0 = torch.rand(8, 3, 32, 32, device=CUDA) * 2 - 1
+    before, graphed = drifts(x0)
+    assert relative_error(graphed, before) < tolerance
+    assert all(p.requires_grad for p in net.parameters())
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-4)  # the drift moves by about 60%
+    precision.forward(net, x0).mean().backward()
+    optimizer.step()
+    after, graphed = drifts(x0)
+    assert relative_error(after, before) > 10 * tolerance
+    assert relative_error(graphed, after) < tolerance
+    smaller, graphed = drifts(x0[:3])
+    assert graphed.shape == (3, 3, 32, 32) and relative_error(graphed, smaller) < tolerance
+
+
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     root = tmp_path_factory.mktemp("digits")
@@ -98,6 +130,19 @@ def test_a_run_on_cuda_resumes_there_and_samples_on_the_cpu(digits, tmp_path):
     sampler = Sampler.load(tmp_path / "whole", torch.device("cpu"))
     images = sampler.generate([0, 1, 2])
     assert images.shape == (3, 1, 8, 8) and torch.isfinite(images).all()
+
+
+def test_a_run_trains_alike_with_its_flow_captured_or_eager(digits, tmp_path):
+    """The trainer's flow as one CUDA graph (`cuda_graph`, the default) and eager: the same EMA
+    weights after 8 steps, to 1e-3 of each tensor, so each step's graph saw that step's weights,
+    prior draws and noise."""
+    cfg = digits_config(digits, tmp_path, 8)
+    graphed = load_checkpoint(train(cfg, tmp_path / "graphed", device="cuda"))
+    eager = load_checkpoint(train(dataclasses.replace(cfg, cuda_graph=False), tmp_path / "eager",
+                                  device="cuda"))
+    for name, w in graphed["ema"].items():
+        scale = w.float().abs().max().clamp_min(1e-12)
+        assert (w.float() - eager["ema"][name].float()).abs().max() <= 1e-3 * scale, name
 
 
 def test_inception_features_on_cuda_equal_the_cpus(random_weights):

@@ -6,7 +6,8 @@ from torch import nn
 
 from fdrl.divergences import DIVERGENCES
 from fdrl.errors import FdrlError
-from fdrl.flow import ClassGuidance, FlowParams, flow, trajectory, ratio_potential
+from fdrl.flow import (CapturedFlow, ClassGuidance, FlowParams, captured_flow, flow, ratio_potential,
+                       trajectory)
 from fdrl.nets import MLP
 from fdrl.noise import GeneratorNoise, PerSampleNoise
 
@@ -96,6 +97,17 @@ def test_spectral_norm_power_iteration_is_not_advanced_by_the_flow():
     flow(net, torch.randn(8, 2), DIVERGENCES["kl"], FlowParams(10, 0.1, 0.01), GeneratorNoise(0))
     after = net.state_dict()
     assert before and all(torch.equal(v, after[k]) for k, v in before.items())
+
+
+def test_the_training_flow_is_a_cuda_graph_only_on_cuda_with_steps_and_when_asked(device):
+    """`captured_flow` (the trainer's choice): a CapturedFlow for a network on CUDA with K >= 1
+    unless turned off; None, the eager flow, on the CPU, for K = 0 (the stale estimator) and
+    with `cuda_graph: false`."""
+    net, kl = MLP().to(device), DIVERGENCES["kl"]
+    chosen = captured_flow(net, kl, FlowParams(3, 0.1, 0.01))
+    assert isinstance(chosen, CapturedFlow) if device.type == "cuda" else chosen is None
+    assert captured_flow(net, kl, FlowParams(0, 0.1, 0.01)) is None
+    assert captured_flow(net, kl, FlowParams(3, 0.1, 0.01), enabled=False) is None
 
 
 def test_trajectory_yields_every_step():
