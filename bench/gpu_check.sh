@@ -12,10 +12,14 @@
 #    multiple of the bf16 FLOP floor, and the sampling throughput at K + kappa = 120 (10,000
 #    images, with the time 50,000 take);
 # 3. bench/flow_capture.py: the K = 100 flow of that network in bf16 + channels-last, eager,
-#    with torch.compile and as one CUDA graph (whether either pays for its setup).
+#    with torch.compile and as one CUDA graph (whether either pays for its setup);
+# 4. where the node's CPU lists AMX-bf16 (GPU nodes' Xeons often do): compare_reference.py on two
+#    of its cores, ResNet32 at batch 64 with K = 2, fp32 against bf16 + channels-last: the CPU
+#    target (5x the authors' step on two AMX cores), which needs such a CPU (about 2-3 minutes).
 #
 # Everything printed also goes to OUT_DIR (default gpu-check/): tests.log, compare.log,
-# compare_cuda.json, capture.log and capture_cuda.json. Options after OUT_DIR go to
+# compare_cuda.json, capture.log, capture_cuda.json (and compare_cpu.log, compare_cpu.json
+# with step 4). Options after OUT_DIR go to
 # compare_reference.py (e.g. --sample-images 50000). Exits non-zero if torch sees no CUDA device
 # or a step fails; runs every step either way.
 set -uo pipefail
@@ -46,4 +50,11 @@ python bench/compare_reference.py --reference "$reference" --device cuda \
 python bench/flow_capture.py --device cuda --network resnet32 --spectral-norm --batch 64 \
     --flow-steps 100 --precision bf16 --channels-last --json "$out/capture_cuda.json" 2>&1 \
     | tee "$out/capture.log" || status=1
+if grep -qw amx_bf16 /proc/cpuinfo 2>/dev/null; then
+    pin=(); command -v taskset >/dev/null && pin=(taskset -c 0,1)
+    OMP_NUM_THREADS=2 "${pin[@]}" python bench/compare_reference.py --reference "$reference" \
+        --device cpu --flow-steps 2 --rounds 2 --steps 2 --precisions fp32,bf16+cl \
+        --sample-batch 64 --sample-images 64 --sample-steps 2 --json "$out/compare_cpu.json" 2>&1 \
+        | tee "$out/compare_cpu.log" || status=1
+fi
 exit $status
