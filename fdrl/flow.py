@@ -24,6 +24,7 @@ from torch.nn.utils import parametrize
 
 from fdrl.divergences import Divergence
 from fdrl.errors import FdrlError
+from fdrl.graphs import capture
 from fdrl.noise import Noise
 from fdrl.precision import FP32, Precision
 
@@ -171,15 +172,13 @@ class CapturedFlow:
     where the arithmetic sets the pace (bench/RESULTS.md). The trainer's flow (batch 64 per
     GPU) uses it on CUDA (TrainConfig.cuda_graph).
 
-    The graph is captured at the first call, after warm-up runs on a side stream. It reads x_0
-    and the K noise draws from buffers each call fills, the draws made from `noise` in the
-    order the eager flow makes them, and the network's parameters and buffers where they lie,
-    so an optimizer step between calls is seen; spectral norm's W / sigma is computed inside
-    the graph, once per replay. It is captured again if the batch's shape changes or any
-    parameter or buffer of `net` has moved to other memory.
+    The graph is captured at the first call (`fdrl.graphs.capture`). It reads x_0 and the K
+    noise draws from buffers each call fills, the draws made from `noise` in the order the eager
+    flow makes them, and the network's parameters and buffers where they lie, so an optimizer
+    step between calls is seen; spectral norm's W / sigma is computed inside the graph, once per
+    replay. It is captured again if the batch's shape changes or any parameter or buffer of
+    `net` has moved to other memory.
     """
-
-    WARMUP = 3
 
     def __init__(self, net: nn.Module, divergence: Divergence, params: FlowParams,
                  precision: Precision = FP32):
@@ -214,18 +213,8 @@ class CapturedFlow:
         self.graph = None  # frees the last graph's memory first
         self.x0 = x0.detach().clone()
         self.draws = x0.new_zeros((self.params.steps, *x0.shape))
-        graph = torch.cuda.CUDAGraph()
         with frozen(self.net, cache=False):
-            side = torch.cuda.Stream(x0.device)
-            side.wait_stream(torch.cuda.current_stream(x0.device))
-            with torch.cuda.stream(side):
-                for _ in range(self.WARMUP):
-                    self._run()
-            torch.cuda.current_stream(x0.device).wait_stream(side)
-            # thread_local: a data loader's pinning thread may touch CUDA during the capture.
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                self.x_last = self._run()
-        self.graph = graph
+            self.graph, self.x_last = capture(self._run, x0.device)
 
 
 def captured_flow(net: nn.Module, divergence: Divergence, params: FlowParams,

@@ -135,11 +135,12 @@ class Trainer:
 
     def _precision(self) -> Precision:
         """The config's precision; `auto` times one flow step of the run's network at this rank's
-        batch on this device (`fastest`), and every rank takes rank 0's choice."""
+        batch on this device (`fastest`; on CUDA replayed as a graph if the flow will be), and
+        every rank takes rank 0's choice."""
         if self.cfg.precision != "auto":
             return run_precision(self.cfg)
         chosen, seconds = fastest(self.model, (self.cfg.batch // self.d.world_size, *self.shape),
-                                  self.d.device, self.cfg.channels_last)
+                                  self.d.device, self.cfg.channels_last, self.cfg.cuda_graph)
         times = ", ".join(f"{dtype} {s * 1e3:.2f} ms" for dtype, s in seconds.items())
         self.print0(f"fdrl train: precision auto -> {chosen.dtype} (one flow step here: {times})")
         return distributed.from_main(chosen)

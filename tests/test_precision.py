@@ -129,13 +129,17 @@ def test_auto_takes_the_precision_that_runs_faster_here(slow, chosen):
     assert seconds["fp32" if chosen == "bf16" else "bf16"] > 0.02 > seconds[chosen]
 
 
-def test_measuring_leaves_the_network_and_the_random_streams_alone(device):
+@pytest.mark.parametrize("graph", [False, True])
+def test_measuring_leaves_the_network_and_the_random_streams_alone(device, graph):
+    """Eager, and (`graph`, which on CUDA times replays of a captured flow step, as the trainer's
+    flow runs there; the CPU times eagerly either way)."""
     torch.manual_seed(0)
     # Forwards in train mode update spectral norm's vectors.
     net = build_network("resnet8", in_channels=1, spectral_norm=True).to(device)
     before, rng = copy.deepcopy(net.state_dict()), torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    precision, _ = fastest(net, (2, 1, 8, 8), device, channels_last=True)
+    precision, seconds = fastest(net, (2, 1, 8, 8), device, channels_last=True, graph=graph)
+    assert set(seconds) == {"fp32", "bf16"} and all(0 < s < 10 for s in seconds.values())
     assert precision.channels_last and torch.equal(torch.get_rng_state(), rng)
     if cuda_rng is not None:
         assert torch.equal(torch.cuda.get_rng_state(device), cuda_rng)

@@ -18,8 +18,8 @@ PACKAGE = REPO / "fdrl"
 # Imports run one way (docs/design.md#code-layout): a module imports only from its own layer or
 # the layers below it, never back up, and never in a circle.
 LAYERS = {
-    "utilities": ("errors", "io", "names", "noise", "distributed", "moments", "precision",
-                  "progress", "runlock"),
+    "utilities": ("errors", "io", "names", "noise", "distributed", "moments", "graphs",
+                  "precision", "progress", "runlock"),
     "formats and readers": ("datasets", "data", "chunks", "images", "checkpoint", "result_files"),
     "the paper's concepts": ("losses", "divergences", "flow", "priors", "nets", "robust_resnet",
                              "ema", "step"),
