@@ -124,12 +124,12 @@ def fastest(net: nn.Module, shape: tuple[int, ...], device: torch.device, channe
     random streams are left as they were.
     """
     x = torch.rand(shape, generator=torch.Generator().manual_seed(0)).mul(2).sub(1).to(device)
-    nets = {dtype: Precision(dtype, channels_last) for dtype in PRECISIONS}
+    precisions = {dtype: Precision(dtype, channels_last) for dtype in PRECISIONS}
     steps = {dtype: _flow_step(p, p.prepare(copy.deepcopy(net)), x, graph)
-             for dtype, p in nets.items()}
+             for dtype, p in precisions.items()}
     for step in steps.values():  # the warm-up round
         _seconds(step, device)
-    seconds = dict.fromkeys(nets, float("inf"))
+    seconds = dict.fromkeys(precisions, float("inf"))
     start = time.perf_counter()
     for r in range(rounds):
         for dtype, step in steps.items():
@@ -137,4 +137,4 @@ def fastest(net: nn.Module, shape: tuple[int, ...], device: torch.device, channe
         if r >= 2 and time.perf_counter() - start > budget:
             break
     chosen = "bf16" if seconds["fp32"] > margin * seconds["bf16"] else "fp32"
-    return nets[chosen], seconds
+    return precisions[chosen], seconds
