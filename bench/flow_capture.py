@@ -5,13 +5,17 @@ and (CUDA only) as one CUDA graph of the whole K-step loop; each result checked 
         --batch 64 --flow-steps 100 --precision bf16 --channels-last
     python bench/flow_capture.py --device cpu --network mlp_digits --channels 1 --batch 64 \
         --flow-steps 50 --ways eager,compile
+    python bench/flow_capture.py --device cuda --spectral-norm --precision bf16 --channels-last \
+        --ways eager,graph --no-cudnn-benchmark
 
 The flow is the whole cost of FDRL (K steps per training step, K + kappa per sample), and a
 flow step of a small network is many short kernels: on a GPU their launches, not their
 arithmetic, can set the pace. `compile` runs `fdrl.flow.trajectory` on the potential compiled by
 inductor (forward and, through AOTAutograd, its input gradient); `graph` is the trainer's
 `fdrl.flow.CapturedFlow`, the K steps of `trajectory`, potential and Eq. 9 update alike,
-captured once and replayed. All three run the network as `fdrl.flow.flow` does (frozen: eval
+captured once and replayed. On CUDA, cuDNN autotunes the convolutions (`--cudnn-benchmark`, the
+default, as the trainer's captured flow does; for the eager ways the process's setting); with
+`--no-cudnn-benchmark`, cuDNN's heuristics pick them. All three run the network as `fdrl.flow.flow` does (frozen: eval
 mode, spectral-norm weights computed once per flow, no parameter gradients) in the given
 precision, from the same x_0 with the same noise, drawn for all K steps first. Rounds
 interleave the ways; the medians and the cost of compiling or capturing are printed, then the
@@ -53,6 +57,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5, help="timed flows per way" + workload.DEFAULT)
     p.add_argument("--ways", default=None,
                    help=f"comma-separated, of {', '.join(WAYS)} (default: all that the device runs)")
+    p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True,
+                   help="on CUDA, cuDNN times its convolution algorithms and runs the fastest, "
+                        "as the trainer's captured flow does" + workload.DEFAULT)
     p.add_argument("--json", help="also write the JSON record to this file")
     args = p.parse_args()
     workload.check(p, args)
@@ -66,6 +73,7 @@ def parse() -> argparse.Namespace:
 
 def main() -> None:
     args = parse()
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     net, shape, precision, device = workload.build(args)
     params = FlowParams(args.flow_steps, workload.ETA, workload.NU)
     x0 = torch.rand((args.batch, *shape), device=device) * 2 - 1
@@ -77,7 +85,7 @@ def main() -> None:
         sync(device)
         start = time.perf_counter()
         if way == "graph":
-            captured = CapturedFlow(net, divergence, params, precision)
+            captured = CapturedFlow(net, divergence, params, precision, args.cudnn_benchmark)
             flows[way] = lambda x, d: captured(x, DrawnNoise(d))
         else:
             fn = potential if way == "eager" else torch.compile(potential)
@@ -102,6 +110,7 @@ def main() -> None:
         "network": args.network, "parameters": count_parameters(net), "image_shape": list(shape),
         "spectral_norm": args.spectral_norm, "batch": args.batch, "flow_steps": args.flow_steps,
         "pairing": args.pairing, **precision.describe(), "device": str(device),
+        "cudnn_benchmark": args.cudnn_benchmark if device.type == "cuda" else None,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "threads": torch.get_num_threads(), "rounds": args.rounds,
         "seconds_per_flow": seconds, "median_seconds_per_flow": medians,

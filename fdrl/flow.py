@@ -172,7 +172,9 @@ class CapturedFlow:
     where the arithmetic sets the pace (bench/RESULTS.md). The trainer's flow (batch 64 per
     GPU) uses it on CUDA (TrainConfig.cuda_graph).
 
-    The graph is captured at the first call (`fdrl.graphs.capture`). It reads x_0 and the K
+    The graph is captured at the first call (`fdrl.graphs.capture`; with `autotune`, the
+    default, its convolutions are the fastest of cuDNN's algorithms for their shapes, timed
+    during the warm-up). It reads x_0 and the K
     noise draws from buffers each call fills, the draws made from `noise` in the order the eager
     flow makes them, and the network's parameters and buffers where they lie, so an optimizer
     step between calls is seen; spectral norm's W / sigma is computed inside the graph, once per
@@ -181,10 +183,10 @@ class CapturedFlow:
     """
 
     def __init__(self, net: nn.Module, divergence: Divergence, params: FlowParams,
-                 precision: Precision = FP32):
+                 precision: Precision = FP32, autotune: bool = True):
         if params.steps < 1:
             raise ValueError("a captured flow needs at least one step")
-        self.net, self.params = net, params
+        self.net, self.params, self.autotune = net, params, autotune
         self.potential = ratio_potential(net, divergence, precision)
         self.key: tuple | None = None
 
@@ -214,7 +216,7 @@ class CapturedFlow:
         self.x0 = x0.detach().clone()
         self.draws = x0.new_zeros((self.params.steps, *x0.shape))
         with frozen(self.net, cache=False):
-            self.graph, self.x_last = capture(self._run, x0.device)
+            self.graph, self.x_last = capture(self._run, x0.device, autotune=self.autotune)
 
 
 def captured_flow(net: nn.Module, divergence: Divergence, params: FlowParams,

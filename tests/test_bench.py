@@ -87,6 +87,7 @@ def test_flow_capture_times_the_eager_flow_and_refuses_a_graph_without_cuda(tmp_
     record = json.loads((tmp_path / "out.json").read_text())
     assert record["flow_steps"] == 3 and len(record["seconds_per_flow"]["eager"]) == 2
     assert record["drift_relative_difference_from_eager"] == {"eager": 0.0}
+    assert record["cudnn_benchmark"] is None  # cuDNN's autotuning is CUDA's alone
     proc = subprocess.run([sys.executable, str(script), "--device", "cpu", "--ways", "graph"],
                           capture_output=True, text=True, env=ENV, cwd=REPO, timeout=120)
     assert proc.returncode == 2 and "a CUDA graph needs CUDA" in proc.stderr

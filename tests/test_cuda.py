@@ -95,6 +95,29 @@ def test_a_captured_flow_is_the_eager_flow_and_reads_the_weights_in_place(precis
     assert graphed.shape == (3, 3, 32, 32) and relative_error(graphed, smaller) < tolerance
 
 
+@pytest.mark.parametrize("process_setting", [False, True])
+def test_a_captured_flow_is_the_eager_flow_with_or_without_autotuning(process_setting):
+    """cuDNN's autotuning picks other convolution algorithms, not other values: a flow captured
+    with it and one captured without it both give the eager flow (bf16 + channels-last, the
+    trainer's precision here); capturing leaves the process's own setting as it was."""
+    precision = Precision("bf16", channels_last=True)
+    torch.manual_seed(0)
+    net = precision.prepare(build_network("resnet32", in_channels=3, spectral_norm=True).to(CUDA))
+    div, params = pairing("lsif-pearson").divergence, FlowParams(5, 3.0, 0.01)
+    x0 = torch.rand(8, 3, 32, 32, device=CUDA) * 2 - 1
+    saved = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = process_setting
+        eager = flow(net, x0, div, params, GeneratorNoise(1, CUDA), precision=precision) - x0
+        for autotune in (True, False):
+            captured = CapturedFlow(net, div, params, precision, autotune=autotune)
+            graphed = captured(x0, GeneratorNoise(1, CUDA)) - x0
+            assert relative_error(graphed, eager) < 0.01, autotune
+            assert torch.backends.cudnn.benchmark is process_setting
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     root = tmp_path_factory.mktemp("digits")
