@@ -8,18 +8,17 @@ and (CUDA only) as one CUDA graph of the whole K-step loop; each result checked 
     python bench/flow_capture.py --device cuda --spectral-norm --precision bf16 --channels-last \
         --ways eager,graph --no-cudnn-benchmark
 
-The flow is the whole cost of FDRL (K steps per training step, K + kappa per sample), and a
-flow step of a small network is many short kernels: on a GPU their launches, not their
-arithmetic, can set the pace. `compile` runs `fdrl.flow.trajectory` on the potential compiled by
-inductor (forward and, through AOTAutograd, its input gradient); `graph` is the trainer's
-`fdrl.flow.CapturedFlow`, the K steps of `trajectory`, potential and Eq. 9 update alike,
-captured once and replayed. On CUDA, cuDNN autotunes the convolutions (`--cudnn-benchmark`, the
-default, as the trainer's captured flow does; for the eager ways the process's setting); with
-`--no-cudnn-benchmark`, cuDNN's heuristics pick them. All three run the network as `fdrl.flow.flow` does (frozen: eval
-mode, spectral-norm weights computed once per flow, no parameter gradients) in the given
-precision, from the same x_0 with the same noise, drawn for all K steps first. Rounds
-interleave the ways; the medians and the cost of compiling or capturing are printed, then the
-JSON record.
+The flow is the whole cost of FDRL (K steps per training step, K + kappa per sample), and a flow
+step of a small network is many short kernels: on a GPU their launches, not their arithmetic, can
+set the pace. `compile` runs `fdrl.flow.trajectory` on the potential compiled by inductor (forward
+and, through AOTAutograd, its input gradient); `graph` is the trainer's `fdrl.flow.CapturedFlow`,
+the K steps of `trajectory`, potential and Eq. 9 update alike, captured once and replayed. On CUDA,
+cuDNN autotunes the convolutions (`--cudnn-benchmark`, the default, as the trainer's captured flow
+does; for the eager ways the process's setting); with `--no-cudnn-benchmark`, cuDNN's heuristics
+pick them. All three run the network as `fdrl.flow.flow` does (frozen: eval mode, spectral-norm
+weights computed once per flow, no parameter gradients) in the given precision, from the same x_0
+with the same noise, drawn for all K steps first. Rounds interleave the ways; the medians and the
+cost of compiling or capturing are printed, then the JSON record.
 """
 
 from __future__ import annotations

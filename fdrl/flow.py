@@ -172,14 +172,13 @@ class CapturedFlow:
     where the arithmetic sets the pace (bench/RESULTS.md). The trainer's flow (batch 64 per
     GPU) uses it on CUDA (TrainConfig.cuda_graph).
 
-    The graph is captured at the first call (`fdrl.graphs.capture`; with `autotune`, the
-    default, its convolutions are the fastest of cuDNN's algorithms for their shapes, timed
-    during the warm-up). It reads x_0 and the K
-    noise draws from buffers each call fills, the draws made from `noise` in the order the eager
-    flow makes them, and the network's parameters and buffers where they lie, so an optimizer
-    step between calls is seen; spectral norm's W / sigma is computed inside the graph, once per
-    replay. It is captured again if the batch's shape changes or any parameter or buffer of
-    `net` has moved to other memory.
+    The graph is captured at the first call (`fdrl.graphs.capture`; with `autotune`, the default,
+    its convolutions are the fastest of cuDNN's algorithms for their shapes, timed during the
+    warm-up). It reads x_0 and the K noise draws from buffers each call fills, the draws made from
+    `noise` in the order the eager flow makes them, and the network's parameters and buffers where
+    they lie, so an optimizer step between calls is seen; spectral norm's W / sigma is computed
+    inside the graph, once per replay. It is captured again if the batch's shape changes or any
+    parameter or buffer of `net` has moved to other memory.
     """
 
     def __init__(self, net: nn.Module, divergence: Divergence, params: FlowParams,
